@@ -1,0 +1,1 @@
+"""The platform's own library: settings, database, events, outbox, inbox, auth, errors, money."""
