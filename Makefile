@@ -35,7 +35,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy shared services scripts
+	$(BIN)/mypy shared services scripts bench
 
 # Integration tests create and drop their own databases on the local PostgreSQL.
 postgres:

@@ -16,10 +16,12 @@ from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import Table
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.clock import Clock, SystemClock
+from shared.auth import AdminDep
+from shared.clock import AdjustableClock, Clock, SystemClock
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.events import dead_letter_topic
@@ -120,7 +122,9 @@ def create_service_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.clock = clock or SystemClock()
+    if clock is None:
+        clock = SystemClock() if settings.env == "production" else AdjustableClock()
+    app.state.clock = clock
     app.state.name = definition.name
     app.state.consumer = None
     install_error_handlers(app)
@@ -137,7 +141,25 @@ def create_service_app(
             "consuming": consumer is not None and consumer.assigned.is_set(),
         }
 
+    if isinstance(clock, AdjustableClock):
+        app.include_router(_clock_router(clock))
     return app
+
+
+class ClockSetting(BaseModel):
+    now: AwareDatetime
+
+
+def _clock_router(clock: AdjustableClock) -> APIRouter:
+    router = APIRouter(tags=["development"])
+
+    @router.put("/v1/admin/clock")
+    async def set_clock(body: ClockSetting, _: AdminDep) -> dict[str, Any]:
+        """Move this service's clock (development and tests only; absent in production)."""
+        clock.set(body.now)
+        return {"now": clock.now().isoformat()}
+
+    return router
 
 
 def all_tables(definition: ServiceDefinition) -> list[Table]:
