@@ -9,7 +9,7 @@ import httpx
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 
-from services.orders import service
+from services.orders import repository, service
 from services.orders.models import Merchant
 from services.orders.schemas import (
     ApiKeyCreate,
@@ -23,6 +23,7 @@ from services.orders.schemas import (
     OrderCreate,
     OrderDetail,
     OrderPublic,
+    OrderTotals,
     RefundCreate,
     RefundReceipt,
 )
@@ -237,3 +238,9 @@ async def list_member_orders(
     """A consumer's orders, newest first (their own member token, or the admin)."""
     principal.ensure_can_read(member_id)
     return await service.member_orders(session, member_id, limit=limit, offset=offset)
+
+
+@router.get("/admin/totals", tags=["admin"], responses=_errors(401, 403))
+async def order_totals(_: AdminDep, session: ReadSessionDep) -> OrderTotals:
+    """Σ orders and refunds as recorded here (the audit ties the books out to these)."""
+    return await repository.order_totals(session)

@@ -8,10 +8,11 @@ from uuid import UUID
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.orders.models import KnownMember, Merchant, MerchantApiKey, Order, Refund
+from services.orders.schemas import OrderTotals
 from shared.events import EventData
 from shared.outbox import record_event
 
@@ -120,3 +121,43 @@ async def remember_member(
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=["member_id"])
     await session.exec(statement)
+
+
+# --- totals for the platform audit -------------------------------------------------------
+
+
+async def order_totals(session: AsyncSession) -> OrderTotals:
+    """Σ of every order and refund, in one pass each (the audit ties points out to these).
+
+    SUM over a MoneyColumn reads back through the column type: already a Decimal.
+    """
+    orders = (
+        await session.exec(
+            select(
+                func.count(),
+                func.coalesce(func.sum(col(Order.amount)), 0),
+                func.coalesce(func.sum(col(Order.voucher_amount)), 0),
+                func.coalesce(func.sum(col(Order.cash_amount)), 0),
+            )
+        )
+    ).one()
+    refunds = (
+        await session.exec(
+            select(
+                func.count(),
+                func.coalesce(func.sum(col(Refund.amount)), 0),
+                func.coalesce(func.sum(col(Refund.voucher_amount)), 0),
+                func.coalesce(func.sum(col(Refund.cash_amount)), 0),
+            )
+        )
+    ).one()
+    return OrderTotals(
+        orders=orders[0],
+        amount=orders[1],
+        voucher_amount=orders[2],
+        cash_amount=orders[3],
+        refunds=refunds[0],
+        refunded_amount=refunds[1],
+        refunded_voucher_amount=refunds[2],
+        refunded_cash_amount=refunds[3],
+    )

@@ -205,3 +205,16 @@ class BatchResult(BaseModel):
     created: int
     replayed: int
     failed: int
+
+
+class OrderTotals(BaseModel):
+    """Everything orders has recorded, summed (for the platform audit, RULES 1.7)."""
+
+    orders: int
+    amount: Amount
+    voucher_amount: Amount
+    cash_amount: Amount
+    refunds: int
+    refunded_amount: Amount
+    refunded_voucher_amount: Amount
+    refunded_cash_amount: Amount

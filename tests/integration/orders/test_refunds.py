@@ -162,3 +162,26 @@ async def test_concurrent_refunds_never_exceed_the_order(harness: Harness) -> No
     assert order["refunded_amount"] == "300.00"
     assert order["refunded_voucher_amount"] == "100.00"
     assert len(await harness.events("order.refunded")) == 3
+
+
+async def test_admin_totals_tie_out_orders_and_refunds_to_the_fen(harness: Harness) -> None:
+    merchant, _ = await _voucher_order(harness)
+    other = await harness.order(merchant, harness.consumer(), "12.34", order_id="T2")
+    assert other.status_code == 201
+    assert (await harness.refund(merchant, "T1-V", "R1", "100.00")).status_code == 201
+
+    forbidden = await harness.client.get("/v1/admin/totals", headers=merchant.pos)
+    assert forbidden.status_code == 401
+    response = await harness.client.get("/v1/admin/totals", headers=harness.admin)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "orders": 2,
+        "amount": "312.34",
+        "voucher_amount": "100.00",
+        "cash_amount": "212.34",
+        "refunds": 1,
+        "refunded_amount": "100.00",
+        "refunded_voucher_amount": "33.33",
+        "refunded_cash_amount": "66.67",
+    }
