@@ -100,8 +100,9 @@ def create_service_app(
                 tasks.append(
                     asyncio.create_task(consumer.run(), name=f"{definition.name}-consumer")
                 )
-            for job in definition.background:
-                tasks.append(asyncio.create_task(job(app), name=f"{definition.name}-job"))
+        # Jobs (settlement scheduler, hold expiry) run with or without the broker.
+        for job in definition.background:
+            tasks.append(asyncio.create_task(job(app), name=f"{definition.name}-job"))
         try:
             yield
         finally:
