@@ -101,10 +101,13 @@ async def test_handler_crashing_before_commit_is_retried_and_counts_once(db: Dat
 
 
 async def test_outbox_rolled_back_with_its_transaction(db: Database) -> None:
-    with pytest.raises(RuntimeError):
+    async def failing_business_transaction() -> None:
         async with db.transaction() as session:
             record_event(session, registered(), producer="test")
             raise RuntimeError("business rule failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_business_transaction()
     async with db.read() as session:
         assert (await session.exec(select(func.count()).select_from(OutboxMessage))).one() == 0
 
