@@ -1,6 +1,9 @@
 """`make bench`: figures, not tests. Runs on SQLite and on PostgreSQL.
 
     python -m bench [--orders N] [--positions N] [--only sqlite|postgresql]
+
+For each database: the settlement of N positions (default 1,000,000) and the time until
+every wallet is credited, then the end-to-end throughput of posting orders over HTTP.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.settlement import run_settlement_bench
 from bench.throughput import run_throughput
 from scripts.stack import SERVICES, free_port, running_stack
 
@@ -39,6 +43,24 @@ async def _drop_pg_databases(prefix: str) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def bench_settlement(backend: str, positions: int) -> None:
+    prefix = f"gp_bench_{uuid.uuid4().hex[:8]}"
+    urls = asyncio.run(_create_pg_databases(prefix)) if backend == "postgresql" else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_settlement_bench(positions, urls, Path(tmp))
+        print(
+            f"[{backend}] settlement of {r.positions} positions (seeded in "
+            f"{r.seed_seconds:.1f} s): committed in {r.settle_seconds:.2f} s, paid "
+            f"{r.total_paid} to {r.positions_paid} positions in {r.payout_events} events; "
+            f"every wallet credited after {r.credited_seconds:.1f} s",
+            flush=True,
+        )
+    finally:
+        if backend == "postgresql":
+            asyncio.run(_drop_pg_databases(prefix))
 
 
 def bench_backend(backend: str, orders: int) -> None:
@@ -68,10 +90,12 @@ def bench_backend(backend: str, orders: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--positions", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     for backend in ("sqlite", "postgresql"):
         if args.only in (None, backend):
+            bench_settlement(backend, args.positions)
             bench_backend(backend, args.orders)
 
 

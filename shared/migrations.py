@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.types import TypeDecorator
 
 
 def metadata_of(tables: Sequence[Table]) -> MetaData:
@@ -41,6 +43,14 @@ async def upgrade_to_head(migrations_dir: Path, database_url: str) -> None:
     await asyncio.to_thread(upgrade_to_head_sync, migrations_dir, database_url)
 
 
+def render_item(type_: str, obj: Any, _context: Any) -> str | Literal[False]:
+    """Write custom column types (MoneyColumn, ...) as the plain SQL type they store, so a
+    migration never imports application code that may later move or change."""
+    if type_ == "type" and isinstance(obj, TypeDecorator):
+        return f"sa.{obj.impl_instance!r}"
+    return False
+
+
 def run_env(tables: Sequence[Table]) -> None:
     """The body of every service's env.py (online mode, async engines)."""
     metadata = metadata_of(tables)
@@ -53,6 +63,7 @@ def run_env(tables: Sequence[Table]) -> None:
             target_metadata=metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

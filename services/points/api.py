@@ -9,7 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.points import repository
+from services.points import repository, settlement
 from services.points.models import OrderGiveback, Pool
 from services.points.schemas import (
     AllocationFigures,
@@ -25,6 +25,7 @@ from services.points.schemas import (
     RewardPublic,
 )
 from services.points.settings import PointsSettings, PoolName
+from services.points.settlement_api import pool_settlement_public
 from shared.app import ReadSessionDep
 from shared.auth import AdminDep, PrincipalDep
 from shared.errors import NotFound
@@ -63,6 +64,9 @@ async def member_points(
     totals = dict.fromkeys(POOLS, ZERO)
     for position in found.positions:
         totals[cast(PoolName, position.pool)] += position.points
+    # RULES (general, honest by construction): what may still come, and the fund behind it.
+    held = sorted({cast(PoolName, p.pool) for p in found.positions if not p.closed})
+    coverage = await settlement.pool_coverage(session, held, settings)
     return MemberPointsPublic(
         member_id=member_id,
         consumer_points=totals["consumer"],
@@ -70,7 +74,14 @@ async def member_points(
         positions=[
             PositionPublic(
                 pool=cast(PoolName, p.pool), cohort=p.cohort, points=p.points,
-                released=p.released, settlements=p.settlements, closed=p.closed,
+                released=p.released, settlements=p.settlements,
+                settlements_left=settlement.settlements_left(p.settlements, p.closed, settings),
+                closed=p.closed,
+                cap=(settings.multiplier * p.points).quantize(Decimal("0.01"), ROUND_DOWN),
+                still_possible=settlement.position_still_possible(
+                    p.points, p.released, p.closed, settings
+                ),
+                coverage=None if p.closed else coverage[cast(PoolName, p.pool)].coverage,
             )
             for p in found.positions
         ],
@@ -84,7 +95,12 @@ async def member_points(
     )
 
 
-def _pool_public(settings: PointsSettings, kind: PoolName, pool: Pool | None) -> PoolPublic:
+def _pool_public(
+    settings: PointsSettings,
+    kind: PoolName,
+    pool: Pool | None,
+    status: settlement.PoolSettlementStatus,
+) -> PoolPublic:
     if pool is None:
         # Not used yet: created on its first mint, with period 1 at the configured start.
         started, size = settings.first_period_start(kind), settings.base_points(kind)
@@ -106,18 +122,26 @@ def _pool_public(settings: PointsSettings, kind: PoolName, pool: Pool | None) ->
             growth_target=settings.growth_target,
             target_points=target.quantize(Decimal("0.01"), rounding=ROUND_DOWN),
             target_reached=minted >= target,
+            target_reached_at=(
+                None if pool is None or pool.target_reached_at is None
+                else _local(settings, pool.target_reached_at)
+            ),
         ),
+        settlement=pool_settlement_public(settings, status),
     )
 
 
 @router.get("/pools")
 async def pools(_: AdminDep, session: ReadSessionDep, settings: PointsSettingsDep) -> PoolsPublic:
-    """Both pools: fund balance and the current period with its growth (admin)."""
+    """Both pools: fund, current period and growth, next and last settlement (admin)."""
     stored = {p.kind: p for p in await repository.list_pools(session)}
+    status = await settlement.pool_settlement_status(session, settings)
     return PoolsPublic(
         program=settings.program,
         timezone=settings.timezone,
-        pools=[_pool_public(settings, kind, stored.get(kind)) for kind in POOLS],
+        pools=[
+            _pool_public(settings, kind, stored.get(kind), status[kind]) for kind in POOLS
+        ],
     )
 
 

@@ -9,11 +9,14 @@ from fastapi import FastAPI
 from sqlalchemy import Table
 
 from services.points.api import router
+from services.points.audit_api import router as audit_router
 from services.points.handlers import SUBSCRIPTIONS, build_handlers
 from services.points.models import (
     FundEntry,
     OrderGiveback,
+    OrderRefund,
     OrderReward,
+    PayoutCredit,
     PayoutRecord,
     PendingEvaluation,
     Period,
@@ -22,6 +25,9 @@ from services.points.models import (
     Position,
 )
 from services.points.settings import PointsSettings
+from services.points.settlement import settlement_scheduler
+from services.points.settlement_api import router as settlement_router
+from services.points.settlement_models import Cohort, Settlement, SettlementCohort
 from shared.app import MESSAGING_TABLES, Schema, ServiceDefinition, create_service_app
 from shared.clock import Clock
 from shared.events import POINTS_TOPIC
@@ -33,7 +39,8 @@ OWN_TABLES: list[Table] = [
     model.__table__  # type: ignore[union-attr]
     for model in (
         Pool, Period, Position, PointEntry, OrderGiveback, OrderReward,
-        PendingEvaluation, FundEntry, PayoutRecord,
+        PendingEvaluation, FundEntry, PayoutRecord, OrderRefund, PayoutCredit,
+        Settlement, SettlementCohort, Cohort,
     )
 ]
 TABLES: list[Table] = [*OWN_TABLES, *MESSAGING_TABLES]
@@ -45,12 +52,14 @@ def definition(settings: PointsSettings) -> ServiceDefinition:
         description="Green points: points per order, pools and their funds, give-back "
         "allocation and payouts (RULES 1.1-1.3).",
         settings=settings,
-        routers=[router],
+        routers=[router, audit_router, settlement_router],
         tables=OWN_TABLES,
         own_topic=POINTS_TOPIC,
         migrations_dir=Path(__file__).resolve().parent / "migrations",
         handlers=build_handlers(settings),
         subscriptions=SUBSCRIPTIONS,
+        # RULES 1.2: settle each period at its due instant, whatever else happens.
+        background=[settlement_scheduler],
     )
 
 

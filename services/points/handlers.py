@@ -3,7 +3,9 @@
 - ``order.completed`` mints the order's points into the current period of each pool,
   pays the consumer's gold coins at once and holds the give-back G as pending;
 - ``referral.order_evaluated`` allocates G (fee, rewards, pool funds) and pays the
-  rewards. Whichever of the two arrives second does the allocation, exactly once.
+  rewards. Whichever of the two arrives second does the allocation, exactly once;
+- ``order.refunded`` reverses the refund's share of the order (:mod:`.refunds`);
+- ``payouts.credited`` marks a payout batch as booked by vouchers (:mod:`.audit`).
 
 Each handler runs in the consumer's transaction together with its inbox row.
 """
@@ -19,17 +21,20 @@ from decimal import Decimal
 from pydantic import TypeAdapter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.points import repository
+from services.points import audit, refunds, repository, settlement
 from services.points.domain.earning import allocate_giveback, earn
 from services.points.models import OrderGiveback, OrderReward, PendingEvaluation, PointEntry
 from services.points.settings import PointsSettings, PoolName
 from shared.events import (
     ORDERS_TOPIC,
     REFERRALS_TOPIC,
+    VOUCHERS_TOPIC,
     Envelope,
     FundsPaidOut,
     OrderCompleted,
+    OrderRefunded,
     Payout,
+    PayoutsCredited,
     ReferralOrderEvaluated,
     RewardClaim,
 )
@@ -39,7 +44,7 @@ from shared.outbox import record_event
 log = logging.getLogger(__name__)
 
 PRODUCER = "points"
-SUBSCRIPTIONS = (ORDERS_TOPIC, REFERRALS_TOPIC)
+SUBSCRIPTIONS = (ORDERS_TOPIC, REFERRALS_TOPIC, VOUCHERS_TOPIC)
 
 #: Payout and batch ids are derived from the order, so the same effect always has the
 #: same id (vouchers can deduplicate on it, an auditor can recompute it).
@@ -93,6 +98,9 @@ async def record_order(
             f"amount {event.amount} - voucher_amount {event.voucher_amount}"
         )
     at = event.completed_at
+    # RULES 1.2: settle-before-mint: a period due at or before the order's completion is
+    # settled first, so the points land in the period that contains completed_at.
+    await settlement.settle_due_before(session, at, settings)
     cohorts: dict[PoolName, int | None] = {}
     mints: tuple[tuple[PoolName, uuid.UUID, Decimal], ...] = (
         ("consumer", event.consumer_id, earning.consumer_points),
@@ -206,6 +214,9 @@ async def apply_evaluation(
             f"{giveback.merchant_id}"
         )
     at = max(giveback.completed_at, event.evaluated_at)
+    # RULES 1.3: B is the fund at the start of a settlement; money allocated after a due
+    # instant goes to the fund after that settlement.
+    await settlement.settle_due_before(session, at, settings)
     await _allocate(session, giveback, event.rewards, settings, at)
 
 
@@ -217,9 +228,11 @@ async def _allocate(
     at: datetime,
 ) -> None:
     """RULES 1.1: fee, rewards (paid as vouchers), remainder R into the two pool funds."""
+    # Refunds that came before the evaluation already gave part of G back: split the rest.
+    basis = await refunds.allocation_basis(session, giveback)
     try:
         allocation = allocate_giveback(
-            giveback.giveback, giveback.consumer_points, giveback.cash_amount, claims,
+            basis.giveback, basis.consumer_points, basis.cash_amount, claims,
             settings.earning_rules(),
         )
     except ValueError as exc:
@@ -296,7 +309,14 @@ def build_handlers(settings: PointsSettings) -> dict[str, Handler]:
     ) -> None:
         await apply_evaluation(session, event, envelope, settings)
 
+    async def on_order_refunded(
+        session: AsyncSession, event: OrderRefunded, _: Envelope
+    ) -> None:
+        await refunds.apply_refund(session, event, settings)
+
     return {
         OrderCompleted.TYPE: on_order_completed,
         ReferralOrderEvaluated.TYPE: on_referral_order_evaluated,
+        OrderRefunded.TYPE: on_order_refunded,
+        PayoutsCredited.TYPE: audit.record_payouts_credited,
     }

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Dialect, Index, String, Text
+from sqlalchemy import Dialect, Index, String, Text, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -51,6 +51,9 @@ class Pool(SQLModel, table=True):
     #: Points minted into the pool in the current period.
     minted: Decimal = Field(sa_type=MoneyColumn)
     created_at: datetime
+    #: RULES 1.2: when the current period's minted total first reached growth_target × S_k
+    #: (the completion instant of the order whose mint crossed it); None until then.
+    target_reached_at: datetime | None = None
 
 
 class Period(SQLModel, table=True):
@@ -64,6 +67,8 @@ class Period(SQLModel, table=True):
     reference_size: Decimal = Field(sa_type=MoneyColumn)
     minted: Decimal = Field(sa_type=MoneyColumn)
     settled_at: datetime | None = None
+    #: Copied from the pool when the period is settled (RULES 1.2).
+    target_reached_at: datetime | None = None
 
 
 # --- RULES 1.3: positions (one member's points of one cohort of one pool) ------------
@@ -73,7 +78,13 @@ class Position(SQLModel, table=True):
     """The points a member received in period ``cohort`` of a pool, and what they released."""
 
     __tablename__ = "positions"
-    __table_args__ = (Index("ix_positions_member", "member_id"),)
+    __table_args__ = (
+        Index("ix_positions_member", "member_id"),
+        # A settlement updates every open position of a cohort at once. Half-empty pages
+        # let PostgreSQL write each new row version beside the old one (a HOT update: no
+        # index entries to add), which makes a million-row settlement several times faster.
+        {"postgresql_with": {"fillfactor": 50}},
+    )
 
     pool: str = Field(primary_key=True, max_length=16)
     cohort: int = Field(primary_key=True)
@@ -101,6 +112,8 @@ class PointEntry(SQLModel, table=True):
     points: Decimal = Field(sa_type=MoneyColumn)
     #: The business instant of the order (its completion), in UTC.
     created_at: datetime
+    #: Set on the negative entries of a refund (RULES, general: refunds).
+    refund_id: UUID | None = Field(default=None, index=True)
 
 
 # --- RULES 1.1: the give-back of each order and where it went -----------------------
@@ -191,20 +204,91 @@ class FundEntry(SQLModel, table=True):
     memo: str = Field(max_length=40)
     order_id: UUID | None = Field(default=None, index=True)
     created_at: datetime
+    #: Set on the legs of a refund's reversal (RULES, general: refunds).
+    refund_id: UUID | None = Field(default=None, index=True)
 
 
 class PayoutRecord(SQLModel, table=True):
     """A payout into a member's wallet (sent to vouchers in a ``funds.paid_out`` event)."""
 
     __tablename__ = "payouts"
+    # A settlement inserts up to a million rows here in one statement, so every index
+    # counts: none on member_id (no query reads payouts by member: members see their
+    # positions here and their wallet in vouchers), order_id's holds only the rows that
+    # have one (a settlement's have none), and none on settlement_id (a settlement's
+    # payout ids are consecutive: settlements.first_payout_id … last_payout_id).
+    __table_args__ = (
+        Index(
+            "ix_payouts_order_id", "order_id",
+            postgresql_where=text("order_id IS NOT NULL"),
+            sqlite_where=text("order_id IS NOT NULL"),
+        ),
+    )
 
     payout_id: UUID = Field(primary_key=True)
     batch_id: UUID = Field(index=True)
-    member_id: UUID = Field(index=True)
+    member_id: UUID
     asset: str = Field(max_length=16)
     amount: Decimal = Field(sa_type=MoneyColumn)
     reason: str = Field(max_length=32)
     fund: str = Field(max_length=100)
-    order_id: UUID | None = Field(default=None, index=True)
-    settlement_id: UUID | None = Field(default=None, index=True)
+    order_id: UUID | None = None
+    settlement_id: UUID | None = None
     created_at: datetime
+
+
+# --- refunds (RULES, general rules) and the audit's reconciliation (RULES 1.7) -------
+
+
+class OrderRefund(SQLModel, table=True):
+    """One refund of an order and what it reversed; exactly one row per refund_id.
+
+    ``*_due`` is what the refund's share reverses; ``*_reversed`` / ``*_recovered`` is what
+    could be taken back. The difference is unrecovered: points already released against,
+    money a fund had already paid out (booked to ``platform:unrecovered``).
+    """
+
+    __tablename__ = "order_refunds"
+
+    refund_id: UUID = Field(primary_key=True)
+    pos_refund_id: str = Field(max_length=200)
+    order_id: UUID = Field(index=True)
+    amount: Decimal = Field(sa_type=MoneyColumn)
+    cash_amount: Decimal = Field(sa_type=MoneyColumn)
+    voucher_amount: Decimal = Field(sa_type=MoneyColumn)
+    refunded_total: Decimal = Field(sa_type=MoneyColumn)
+    #: This refund completes the order: it reversed exactly what was left.
+    final: bool
+    #: This refund's part of the order's earning base (cash or gross, RULES 1.1).
+    base: Decimal = Field(sa_type=MoneyColumn)
+    #: The order's give-back when the refund arrived: pending or allocated.
+    giveback_state: str = Field(max_length=16)
+    consumer_points_due: Decimal = Field(sa_type=MoneyColumn)
+    consumer_points_reversed: Decimal = Field(sa_type=MoneyColumn)
+    merchant_points_due: Decimal = Field(sa_type=MoneyColumn)
+    merchant_points_reversed: Decimal = Field(sa_type=MoneyColumn)
+    coins: Decimal = Field(sa_type=MoneyColumn)
+    #: Pending G given back to the merchant (the evaluation had not arrived).
+    pending_giveback: Decimal = Field(sa_type=MoneyColumn)
+    platform_fee_due: Decimal = Field(sa_type=MoneyColumn)
+    platform_fee_recovered: Decimal = Field(sa_type=MoneyColumn)
+    consumer_pool_due: Decimal = Field(sa_type=MoneyColumn)
+    consumer_pool_recovered: Decimal = Field(sa_type=MoneyColumn)
+    merchant_pool_due: Decimal = Field(sa_type=MoneyColumn)
+    merchant_pool_recovered: Decimal = Field(sa_type=MoneyColumn)
+    #: The rewards' part of the refund: paid out already, it stays paid.
+    rewards_kept: Decimal = Field(sa_type=MoneyColumn)
+    #: Money the funds no longer held, booked to ``platform:unrecovered``.
+    unrecovered: Decimal = Field(sa_type=MoneyColumn)
+    refunded_at: datetime
+
+
+class PayoutCredit(SQLModel, table=True):
+    """A payout batch that vouchers booked into wallets (its ``payouts.credited`` event)."""
+
+    __tablename__ = "payout_credits"
+
+    batch_id: UUID = Field(primary_key=True)
+    count: int
+    total: Decimal = Field(sa_type=MoneyColumn)
+    credited_at: datetime

@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import BigInteger, and_, case, delete, func, literal, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlmodel import UTCDateTime, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.points.models import (
@@ -106,7 +106,20 @@ async def count_mint(
     The pool row's update locks it until commit, so a settlement that moves the pool to
     its next period cannot interleave with the mint.
     """
-    values = {"minted": col(Pool.minted) + points}
+    # RULES 1.2: the mint that makes the period's total reach growth_target × S_k records
+    # its instant; compared in integer fen as minted × den >= num × S_k (no division).
+    num, den = settings.growth_target.as_integer_ratio()
+    crosses = and_(
+        col(Pool.target_reached_at).is_(None),
+        (col(Pool.minted) + points) * literal(den, BigInteger())
+        >= col(Pool.reference_size) * literal(num, BigInteger()),
+    )
+    values = {
+        "minted": col(Pool.minted) + points,
+        "target_reached_at": case(
+            (crosses, literal(now, UTCDateTime())), else_=col(Pool.target_reached_at)
+        ),
+    }
     number = await _update_pool(session, pool, **values)
     if number is None:
         await _ensure_pool(session, pool, settings, now)
@@ -239,6 +252,7 @@ def add_fund_transaction(
     memo: str,
     order_id: UUID | None,
     at: datetime,
+    refund_id: UUID | None = None,
 ) -> UUID:
     """Book one balanced movement of money (its legs sum to zero); zero legs are left out."""
     total = sum((amount for _, amount in legs), ZERO)
@@ -248,7 +262,7 @@ def add_fund_transaction(
     session.add_all(
         FundEntry(
             txn_id=txn_id, account=account, amount=amount, memo=memo, order_id=order_id,
-            created_at=at,
+            created_at=at, refund_id=refund_id,
         )
         for account, amount in legs
         if amount != 0

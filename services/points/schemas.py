@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, PlainSerializer
 
 from services.points.settings import PoolName
+from services.points.settlement_schemas import PoolSettlementPublic
 from shared.money import Amount
 
 #: A ratio (growth, a rate, a share): exact decimal, answered as a string.
@@ -25,9 +26,19 @@ class PositionPublic(BaseModel):
     pool: PoolName
     cohort: int
     points: Amount
+    #: Vouchers paid to this position so far.
     released: Amount
+    #: Settlements the position has taken part in, and how many it may still take part in.
     settlements: int
+    settlements_left: int
     closed: bool
+    #: RULES 1.3: the lifetime cap multiplier × points (rounded down), and what may still
+    #: come "up to" it: cap − released, 0 once closed. A promise, not a debt.
+    cap: Amount
+    still_possible: Amount
+    #: How well the pool's fund covers what all its open positions may still receive
+    #: (fund ÷ Σ still possible, rounded down, 4 decimals); null when nothing is owed.
+    coverage: Ratio | None
 
 
 class PointEntryPublic(BaseModel):
@@ -64,6 +75,8 @@ class PeriodPublic(BaseModel):
     #: growth_target × S_k: the points that reach the target.
     target_points: Amount
     target_reached: bool
+    #: When the period's minted total first reached the target (RULES 1.2).
+    target_reached_at: datetime | None = None
 
 
 class PoolPublic(BaseModel):
@@ -71,6 +84,8 @@ class PoolPublic(BaseModel):
     fund_balance: Amount
     base_points: Amount
     period: PeriodPublic
+    #: The release index, the next settlement (when and why) and the last one.
+    settlement: PoolSettlementPublic
 
 
 class PoolsPublic(BaseModel):
@@ -147,3 +162,65 @@ class OrderAllocationPublic(BaseModel):
     rewards: list[RewardPublic]
     payouts: list[PayoutPublic]
     fund_entries: list[FundEntryPublic]
+
+
+# --- GET /v1/orders/{order_id}/refunds -------------------------------------------------
+
+
+class RefundPublic(BaseModel):
+    """One refund of an order and what it reversed (RULES, general rules).
+
+    ``*_due`` is this refund's share of each effect; what could not be taken back
+    (points already released against, money a fund had paid out) is unrecovered.
+    """
+
+    refund_id: UUID
+    pos_refund_id: str
+    amount: Amount
+    cash_amount: Amount
+    voucher_amount: Amount
+    refunded_total: Amount
+    final: bool
+    giveback_state: Literal["pending", "allocated"]
+    consumer_points_due: Amount
+    consumer_points_reversed: Amount
+    merchant_points_due: Amount
+    merchant_points_reversed: Amount
+    points_unrecovered: Amount
+    coins_reversed: Amount
+    pending_giveback_returned: Amount
+    platform_fee_due: Amount
+    platform_fee_recovered: Amount
+    consumer_pool_due: Amount
+    consumer_pool_recovered: Amount
+    merchant_pool_due: Amount
+    merchant_pool_recovered: Amount
+    rewards_kept: Amount
+    unrecovered: Amount
+    refunded_at: datetime
+
+
+class OrderRefundsPublic(BaseModel):
+    order_id: UUID
+    refunds: list[RefundPublic]
+
+
+# --- GET /v1/audit (RULES 1.7) -----------------------------------------------------------
+
+#: A figure of an audit check: amounts and points as strings, counts as integers.
+Figure = str | int | bool | None
+
+
+class AuditCheck(BaseModel):
+    name: str
+    ok: bool
+    figures: dict[str, Figure]
+    detail: str
+
+
+class AuditReport(BaseModel):
+    """ok only when every check holds; each check states the figures it compared."""
+
+    ok: bool
+    as_of: datetime
+    checks: list[AuditCheck]

@@ -61,6 +61,18 @@ class PointsSettings(ServiceSettings):
     multiplier: Decimal = Field(default=Decimal("5"), gt=0, allow_inf_nan=False)
     cohort_share: Decimal = Field(default=Decimal("0.01"), gt=0, le=1, allow_inf_nan=False)
     max_settlements: int = Field(default=40, ge=1)
+    #: The scheduler checks every this many seconds whether a settlement is due.
+    settlement_check_seconds: float = Field(default=30, gt=0)
+    #: A settlement's payouts travel in funds.paid_out events of at most this many each.
+    payouts_per_event: int = Field(default=2000, ge=1, le=10000)
+
+    # --- RULES 1.7 the audit ----------------------------------------------------------
+    #: The audit reconciles with the vouchers and orders services' own totals.
+    vouchers_url: str = "http://127.0.0.1:8003"
+    orders_url: str = "http://127.0.0.1:8001"
+    #: A payout batch not yet credited by vouchers is "in flight"; older than this, the
+    #: audit reports it as a failure (events stuck or lost).
+    audit_max_in_flight_seconds: int = Field(default=300, ge=1)
 
     @field_validator("timezone")
     @classmethod

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import shared.db
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -108,6 +108,19 @@ async def test_pools_before_any_order_show_the_configured_first_periods(points: 
             "number": 1, "started_at": "2024-03-15T00:00:00+08:00",
             "reference_size": "1000000.00", "minted": "0.00", "growth": "0.000000",
             "growth_target": "0.15", "target_points": "150000.00", "target_reached": False,
+            "target_reached_at": None,
+        },
+        "settlement": {
+            "release_index": None,
+            "next_settlement": {
+                "number": 1, "period_started_at": "2024-03-15T00:00:00+08:00",
+                "due_at": "2024-04-14T00:00:00+08:00", "settle_on_day": 31, "forced": True,
+                "target_reached": False, "target_reached_at": None, "reached_on_day": None,
+                "target_points": "150000.00", "points_to_target": "150000.00",
+                "reason": "target not reached yet: needs 150000.00 more points; forced on "
+                          "2024-04-14 00:00 (Asia/Shanghai) otherwise",
+            },
+            "last_settlement": None,
         },
     }
     assert merchant["pool"] == "merchant"
@@ -127,7 +140,10 @@ async def test_pools_after_an_order_keep_their_start_at_midnight_in_shanghai(
 
     consumer, merchant = body["pools"]
     assert consumer["period"]["started_at"] == "2024-03-15T00:00:00+08:00"
-    assert merchant["period"]["started_at"] == "2024-01-18T00:00:00+08:00"
+    # RULES 1.2: the merchant pool's periods 1 and 2 (from 2024-01-18) were settled, forced
+    # at day 31, before the order of 2024-03-20 was minted: period 3 began 2024-03-18.
+    assert merchant["period"]["number"] == 3
+    assert merchant["period"]["started_at"] == "2024-03-18T00:00:00+08:00"
     assert consumer["period"]["growth"] == "0.000200"  # 200 / 1,000,000
     assert consumer["fund_balance"] == "95.00"  # (200 - 10) / 2
     # stored as the UTC instant, on SQLite and PostgreSQL alike

@@ -86,7 +86,8 @@ async def test_gp1_through_the_handlers(points: Points, arrival: str) -> None:
     assert (consumer["consumer_points"], consumer["merchant_points"]) == ("200.00", "0.00")
     assert consumer["positions"] == [
         {"pool": "consumer", "cohort": 1, "points": "200.00", "released": "0.00",
-         "settlements": 0, "closed": False}
+         "settlements": 0, "settlements_left": 40, "closed": False, "cap": "1000.00",
+         "still_possible": "1000.00", "coverage": "0.0700"}
     ]
     assert [(e["order_id"], e["pool"], e["points"]) for e in consumer["entries"]] == [
         (str(gp.order.order_id), "consumer", "200.00")
