@@ -102,6 +102,10 @@ async def _settle(points_url: str, bootstrap: str, as_of: datetime, positions: i
     counter = asyncio.create_task(_count_credited(bootstrap, target, done))
     try:
         async with httpx.AsyncClient(base_url=points_url, timeout=600) as client:
+            # The period is due in ten days: move the points service's clock there.
+            moved = await client.put("/v1/admin/clock", json={"now": as_of.isoformat()},
+                                     headers=ADMIN)
+            moved.raise_for_status()
             started = time.perf_counter()
             r = await client.post("/v1/pools/consumer/settlements",
                                   json={"as_of": as_of.isoformat()}, headers=ADMIN)

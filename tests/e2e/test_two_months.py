@@ -30,14 +30,20 @@ import pytest
 from scripts.stack import SERVICES, Stack, free_port, start_stack
 from tests.e2e.conftest import ADMIN, System, bearer, eventually
 
-D0 = datetime(2026, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# The simulated program starts a year from now: the points scheduler runs on the
+# service's clock from the moment it starts, and must find nothing due before the test
+# moves the clocks (a program that started in the past catches up its idle periods).
+D0 = datetime.combine(
+    (datetime.now(SHANGHAI) + timedelta(days=365)).date(), datetime.min.time(), SHANGHAI
+)
 
 
 @pytest.fixture(scope="module")
 def program_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var_dir: Path = tmp_path_factory.mktemp("two-months")
     env = {f"{p}KAFKA_SESSION_TIMEOUT_MS": "2000" for p, _ in SERVICES.values()}
-    env["POINTS_CONSUMER_FIRST_DAY"] = env["POINTS_MERCHANT_FIRST_DAY"] = "2026-01-01"
+    env["POINTS_CONSUMER_FIRST_DAY"] = env["POINTS_MERCHANT_FIRST_DAY"] = D0.date().isoformat()
     running = start_stack(
         var_dir=var_dir, broker_port=free_port(), ports={n: free_port() for n in SERVICES},
         extra_env=env,
@@ -67,6 +73,8 @@ async def travel(system: System, at: datetime) -> None:
 
 
 async def settle(system: System, pool: str, as_of: datetime) -> list[dict[str, Any]]:
+    """Move the clocks to *as_of* and run what is due by then (nothing settles early)."""
+    await travel(system, as_of)
     r = await system.points.post(f"/v1/pools/{pool}/settlements",
                                  json={"as_of": as_of.isoformat()}, headers=ADMIN)
     assert r.status_code == 200, r.text
@@ -95,6 +103,14 @@ async def buy(system: System, pos: dict[str, str], consumer: dict[str, Any], amo
         return order
 
     order: dict[str, Any] = await eventually(post, what="order accepted")
+
+    # Its give-back reaches the pool funds once referrals has evaluated the order; a
+    # settlement before that would see a smaller fund (and rightly pay less).
+    async def allocated() -> bool:
+        r = await system.points.get(f"/v1/orders/{order['id']}/allocation", headers=ADMIN)
+        return r.status_code == 200 and r.json()["state"] == "allocated"
+
+    await eventually(allocated, what="the order's give-back allocated")
     return order
 
 
