@@ -51,12 +51,15 @@ async def seed_settlement_bench(
     positions: int,
     pool: PoolName = "consumer",
     pro_rata: bool = False,
+    tidy: bool = True,
 ) -> BenchSeed:
     """Seed *positions* positions into cohort 1 of *pool*, its period 1 and a funded pool.
 
     The tables must exist and hold no pool yet. The period reaches its growth target on
     its first day, so its settlement is due at the start of day ``min_days + 1``. The fund
     covers every cohort budget (or, with *pro_rata*, half of it, so the budget is split).
+    With *tidy* it then vacuums, analyses and (PostgreSQL) checkpoints, as a live database
+    would have by the time the period is due (tests skip it).
     """
     if positions < 1:
         raise ValueError("seed at least one position")
@@ -109,7 +112,8 @@ async def seed_settlement_bench(
             Period(pool=pool, number=1, started_at=started, reference_size=reference,
                    minted=points)
         )
-    await _tidy_up(db)
+    if tidy:
+        await _tidy_up(db)
     if points < reference * settings.growth_target:
         # Not enough points for the target: the settlement is forced at day max_days + 1.
         as_of = started + timedelta(days=settings.max_days)

@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.points import refund_repository, repository, settlement
+from services.points import refund_repository, repository, settlement, settlement_repository
 from services.points.domain.refunds import (
     Allocated,
     AllocationBasis,
@@ -254,6 +254,12 @@ async def _reverse_points(
         # RULES 1.2: only an open period's growth still counts; a settled one keeps its own.
         await refund_repository.reduce_open_period_minted(
             session, pool, cohort, reversal.recovered
+        )
+    else:
+        # A settled cohort keeps Σ of what it may still receive for the members' view
+        # (coverage): fewer points, a smaller promise.
+        await settlement_repository.points_reversed(
+            session, pool, cohort, reversal.recovered, settings.multiplier
         )
     repository.add_point_entry(
         session,

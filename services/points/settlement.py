@@ -47,13 +47,14 @@ from services.points.domain.release import (
 from services.points.settings import PointsSettings, PoolName
 from services.points.settlement_models import Settlement, SettlementCohort
 from services.points.settlement_repository import (
+    CohortFigures,
     CohortRelease,
     EventTemplate,
     PayoutIds,
     PoolState,
 )
 from shared.events import POINTS_TOPIC, FundsPaidOut
-from shared.money import CENT, ZERO
+from shared.money import CENT, ZERO, from_fen
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -421,14 +422,15 @@ async def _settle_period(
             multiplier=rules.multiplier, max_settlements=rules.max_settlements,
             budget_fen=budget_fen,
         )
-        positions, total_fen = await repo.cohort_entitlements(session, release)
-        if positions == 0:
+        figures = await repo.cohort_entitlements(session, release)
+        if figures.positions == 0:
             # Every position capped (or none at all): the cohort takes part in nothing more.
             await repo.advance_cohort(
-                session, pool, cohort.number, settlements=cohort.settlements, closed=True
+                session, pool, cohort.number, settlements=cohort.settlements, closed=True,
+                still_possible=ZERO,
             )
             continue
-        release = replace(release, total_fen=total_fen)
+        release = replace(release, total_fen=figures.total_entitlement)
         paid_count, paid = await repo.insert_cohort_payouts(
             session, release, ids, offset=offset, settlement_id=settlement_id, fund=fund,
             at=due.due_at,
@@ -437,7 +439,8 @@ async def _settle_period(
         settlements = cohort.settlements + 1
         closed = settlements >= rules.max_settlements
         await repo.advance_cohort(
-            session, pool, cohort.number, settlements=settlements, closed=closed
+            session, pool, cohort.number, settlements=settlements, closed=closed,
+            still_possible=ZERO if closed else _still_possible(figures, paid, rules.multiplier),
         )
         offset += paid_count
         cohort_rows.append(
@@ -445,8 +448,8 @@ async def _settle_period(
                 settlement_id=settlement_id, cohort=cohort.number,
                 settlement_of_cohort=settlements, start_index=cohort.start_index,
                 factor=release.factor, budget=budget,
-                total_entitlement=Decimal(total_fen).scaleb(-2).quantize(CENT),
-                pro_rata=release.pro_rata, paid=paid, positions=positions,
+                total_entitlement=from_fen(figures.total_entitlement),
+                pro_rata=release.pro_rata, paid=paid, positions=figures.positions,
                 positions_paid=paid_count, closed=closed,
             )
         )
@@ -510,6 +513,16 @@ async def _settle_period(
     return replace(record_of(settlement, cohort_rows), dry_run=dry_run)
 
 
+def _still_possible(figures: CohortFigures, paid: Decimal, multiplier: Decimal) -> Decimal:
+    """Σ max(0, multiplier × points − released) of the positions that took part, after.
+
+    Every open position has released ≤ multiplier × points (RULES 1.7; refunds keep it),
+    so the sum of the maxima is the maximum of the sum; one that reached its cap counts 0.
+    """
+    left = multiplier * from_fen(figures.points) - from_fen(figures.released) - paid
+    return max(ZERO, left.quantize(CENT, rounding=ROUND_DOWN))
+
+
 # --- the scheduler -------------------------------------------------------------------------------
 
 
@@ -523,11 +536,16 @@ async def settle_all_due(db: Database, now: datetime, settings: PointsSettings) 
 
 
 async def settlement_scheduler(app: FastAPI) -> None:
-    """Background task: every ``settlement_check_seconds``, settle what the clock says is due."""
+    """Background task: every ``settlement_check_seconds``, settle what the clock says is due.
+
+    The first check comes one interval after start-up, not at once: a service (or a test)
+    that has just started has its clock set before anything is settled behind its back.
+    """
     settings: PointsSettings = app.state.settings
     db: Database = app.state.db
     clock: Clock = app.state.clock
     while True:
+        await asyncio.sleep(settings.settlement_check_seconds)
         try:
             await settle_all_due(db, clock.now(), settings)
         except asyncio.CancelledError:
@@ -535,7 +553,6 @@ async def settlement_scheduler(app: FastAPI) -> None:
         except Exception:
             log.exception("scheduled settlement failed; retrying in %ss",
                           settings.settlement_check_seconds)
-        await asyncio.sleep(settings.settlement_check_seconds)
 
 
 # --- the members' view: what may still come, and how well it is covered ----------------------
@@ -557,12 +574,14 @@ async def pool_coverage(
     if not pools:
         return {}
     states = await repo.pool_states(session)
-    owed = await repo.still_possible_by_pool(session, list(pools), settings.multiplier)
+    settled = await repo.still_possible_of_settled_cohorts(session, list(pools))
     result: dict[PoolName, PoolCoverage] = {}
     for pool in pools:
         state = states.get(pool)
         fund = ZERO if state is None else state.fund_balance
-        still_possible = owed[pool]
+        # The current period's positions have released nothing: multiplier × minted.
+        current = ZERO if state is None else settings.multiplier * state.minted
+        still_possible = settled[pool] + current.quantize(CENT, rounding=ROUND_DOWN)
         coverage = (
             None if still_possible <= 0
             else (fund / still_possible).quantize(COVERAGE_PLACES, rounding=ROUND_DOWN)

@@ -92,3 +92,7 @@ class Cohort(SQLModel, table=True):
     settlements: int = 0
     #: Takes part in no further settlement (max_settlements reached, or nothing left open).
     closed: bool = False
+    #: Σ of what its open positions may still receive, max(0, multiplier × points −
+    #: released), as of its last settlement: the members' view reads these few rows
+    #: instead of summing a million positions (RULES, general: honest by construction).
+    still_possible: Decimal = Field(default=Decimal("0.00"), sa_type=MoneyColumn)

@@ -7,11 +7,15 @@ cohort it runs one aggregate (how many open positions, Σ entitlement), one
 
 Exact integer-fen arithmetic, agreeing to the fen with :mod:`services.points.domain.release`:
 
-- PostgreSQL computes in ``numeric`` (exact products; ``floor`` and ``div`` of non-negative
-  values round down), with every ratio passed as a ``numeric`` parameter;
-- SQLite has 64-bit integers only, so two deterministic SQL functions do the exact math of
-  one row in Python integers (:func:`register_sqlite_functions`): ``gp_entitlement`` and
-  ``gp_pro_rata``. The statements stay set-based.
+- the factor (20 decimals) is passed as two integers, so a position's entitlement is
+  computed in 64-bit integers whenever no product can overflow (every real position:
+  up to ~4.6 million points), several times faster than ``numeric``;
+- otherwise PostgreSQL computes in ``numeric`` (exact products; ``floor`` and ``div`` of
+  non-negative values round down), with every ratio passed as a ``numeric`` parameter,
+  and SQLite (64-bit integers only, no decimal type) calls two deterministic SQL functions
+  that do the exact math of one row in Python integers (:func:`register_sqlite_functions`):
+  ``gp_entitlement`` and ``gp_pro_rata`` (the pro-rata split always uses them / numeric).
+  The statements stay set-based either way.
 
 In fen (``p`` points, ``r`` released, ``f`` the cohort's factor, ``m`` the multiplier)::
 
@@ -27,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
@@ -39,18 +43,21 @@ from sqlalchemy import (
     String,
     Uuid,
     bindparam,
+    case,
     func,
+    literal,
     text,
-    type_coerce,
 )
+from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import BindParameter, TextClause
 from sqlmodel import UTCDateTime, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.points import repository
-from services.points.models import FundEntry, Period, Pool, Position
+from services.points.models import FundEntry, Period, Pool
 from services.points.settings import PointsSettings, PoolName
 from services.points.settlement_models import Cohort, Settlement, SettlementCohort
 from shared.money import ZERO, from_fen
@@ -124,7 +131,7 @@ async def ensure_sqlite_functions(session: AsyncSession) -> None:
 
 def _statement(sql: str, **params: Any) -> TextClause:
     """*sql* with typed bound parameters (UUIDs and instants go through their column types)."""
-    binds = []
+    binds: list[BindParameter[Any]] = []
     for name, value in params.items():
         if isinstance(value, UUID):
             binds.append(bindparam(name, value, type_=Uuid()))
@@ -141,8 +148,8 @@ def _statement(sql: str, **params: Any) -> TextClause:
     return text(sql).bindparams(*binds)
 
 
-async def _execute(session: AsyncSession, statement: TextClause) -> CursorResult[Any]:
-    """Run a text() statement on the session's connection, in its transaction."""
+async def _execute(session: AsyncSession, statement: Executable) -> CursorResult[Any]:
+    """Run a Core statement on the session's connection, in its transaction."""
     connection = await session.connection()
     return await connection.execute(statement)
 
@@ -177,7 +184,7 @@ def _pool_state(row: Any) -> PoolState:
 
 async def pool_states(session: AsyncSession) -> dict[str, PoolState]:
     """Both pools' current period, in one small query (the settle-before-mint check)."""
-    rows = (await session.exec(select(*_POOL_COLUMNS))).all()
+    rows = (await _execute(session, sa_select(*_POOL_COLUMNS))).all()
     return {str(row[0]): _pool_state(row) for row in rows}
 
 
@@ -186,11 +193,8 @@ async def lock_pool(session: AsyncSession, pool: PoolName) -> PoolState | None:
 
     Mints update the same row, so none can slip into a period while it is being settled.
     """
-    row = (
-        await session.exec(
-            select(*_POOL_COLUMNS).where(col(Pool.kind) == pool).with_for_update()
-        )
-    ).one_or_none()
+    query = sa_select(*_POOL_COLUMNS).where(col(Pool.kind) == pool).with_for_update()
+    row = (await _execute(session, query)).one_or_none()
     return None if row is None else _pool_state(row)
 
 
@@ -284,12 +288,18 @@ async def open_cohorts(session: AsyncSession, pool: PoolName) -> list[Cohort]:
 
 
 async def advance_cohort(
-    session: AsyncSession, pool: PoolName, number: int, *, settlements: int, closed: bool
+    session: AsyncSession,
+    pool: PoolName,
+    number: int,
+    *,
+    settlements: int,
+    closed: bool,
+    still_possible: Decimal,
 ) -> None:
     await session.exec(
         sa_update(Cohort)
         .where(col(Cohort.pool) == pool, col(Cohort.number) == number)
-        .values(settlements=settlements, closed=closed)
+        .values(settlements=settlements, closed=closed, still_possible=still_possible)
         .execution_options(synchronize_session=False)
     )
 
@@ -353,30 +363,34 @@ _WHERE_OPEN = "pool = :pool AND cohort = :cohort AND NOT closed"
 _SPLIT = 10**10
 _FACTOR_SCALE = 20
 
-# PostgreSQL: the exact entitlement in fen, in bigint arithmetic for every position small
-# enough (all real ones), in numeric for the rest. Integer "/" truncates toward zero, which
-# is floor for the non-negative operands; a negative cap_left only ever meets GREATEST(0, …).
-_PG_ENTITLEMENT = """
+# The exact entitlement in fen, in 64-bit integer arithmetic for every position small
+# enough (all real ones), else in PostgreSQL numeric / SQLite's exact Python function.
+# Integer "/" truncates toward zero on both databases, which is floor for the non-negative
+# operands; a negative cap_left only ever meets max(0, …).
+_INT8_ENTITLEMENT = """
     (CASE WHEN points <= :int_limit AND released <= :int_limit
-          THEN GREATEST(0, LEAST(
+          THEN {greatest}(0, {least}(
                    (points * :f_hi + (points * :f_lo) / 10000000000) / 10000000000,
                    (:m_num * points - :m_den * released) / :m_den))
-          ELSE CAST(GREATEST(0, LEAST(
-                   floor(points * CAST(:factor AS numeric)),
-                   floor(CAST(:multiplier AS numeric) * points - released))) AS bigint)
+          ELSE {exact}
      END)
 """
+_PG_EXACT = """CAST(GREATEST(0, LEAST(
+                   floor(points * CAST(:factor AS numeric)),
+                   floor(CAST(:multiplier AS numeric) * points - released))) AS bigint)"""
+_SQLITE_EXACT = "gp_entitlement(points, released, :factor, :multiplier)"
 
 
 def _int8_limit(f_hi: int, m_num: int, m_den: int) -> int:
-    """The largest points/released (fen) for which the bigint formula cannot overflow."""
+    """The largest points/released (fen) for which the integer formula cannot overflow."""
     return (2**62) // max(f_hi, _SPLIT, m_num, m_den)
 
 
 def _entitlement_sql(postgresql: bool) -> str:
     if postgresql:
-        return _PG_ENTITLEMENT
-    return "gp_entitlement(points, released, :factor, :multiplier)"
+        return _INT8_ENTITLEMENT.format(greatest="GREATEST", least="LEAST", exact=_PG_EXACT)
+    # SQLite's two-argument max()/min() are its GREATEST/LEAST.
+    return _INT8_ENTITLEMENT.format(greatest="max", least="min", exact=_SQLITE_EXACT)
 
 
 def _paid_sql(postgresql: bool, release: CohortRelease) -> str:
@@ -389,23 +403,23 @@ def _paid_sql(postgresql: bool, release: CohortRelease) -> str:
 
 
 def _release_params(postgresql: bool, release: CohortRelease) -> dict[str, Any]:
-    params: dict[str, Any] = {"pool": release.pool, "cohort": release.cohort}
-    if not postgresql:
-        params |= {"factor": str(release.factor), "multiplier": str(release.multiplier)}
-        if release.pro_rata:
-            params |= {"budget": str(release.budget_fen), "total": release.total_fen}
-        return params
     m_num, m_den = release.multiplier.as_integer_ratio()
     scaled = release.factor.scaleb(_FACTOR_SCALE)
     if scaled == scaled.to_integral_value():
         f_hi, f_lo = divmod(int(scaled), _SPLIT)
         limit = _int8_limit(f_hi, m_num, m_den)
-    else:  # more than 20 decimals: every row takes the numeric branch
+    else:  # more than 20 decimals: every row takes the exact branch
         f_hi, f_lo, limit = 0, 0, -1
-    params |= {
-        "factor": release.factor, "multiplier": release.multiplier, "f_hi": f_hi,
-        "f_lo": f_lo, "int_limit": limit, "m_num": m_num, "m_den": m_den,
+    params: dict[str, Any] = {
+        "pool": release.pool, "cohort": release.cohort, "f_hi": f_hi, "f_lo": f_lo,
+        "int_limit": limit, "m_num": m_num, "m_den": m_den,
     }
+    if not postgresql:
+        params |= {"factor": str(release.factor), "multiplier": str(release.multiplier)}
+        if release.pro_rata:
+            params |= {"budget": str(release.budget_fen), "total": release.total_fen}
+        return params
+    params |= {"factor": release.factor, "multiplier": release.multiplier}
     if release.pro_rata:
         b_num, b_den = release.budget_fen.as_integer_ratio()
         params |= {
@@ -414,16 +428,27 @@ def _release_params(postgresql: bool, release: CohortRelease) -> dict[str, Any]:
     return params
 
 
-async def cohort_entitlements(session: AsyncSession, release: CohortRelease) -> tuple[int, int]:
-    """(open positions of the cohort, Σ of their entitlements in fen)."""
+@dataclass(frozen=True)
+class CohortFigures:
+    """The cohort's open positions before a settlement (all in fen)."""
+
+    positions: int
+    total_entitlement: int
+    points: int
+    released: int
+
+
+async def cohort_entitlements(session: AsyncSession, release: CohortRelease) -> CohortFigures:
+    """How many open positions the cohort has, Σ of their entitlements, points, released."""
     postgresql = is_postgresql(session)
     sql = (
-        f"SELECT count(*), COALESCE(SUM({_entitlement_sql(postgresql)}), 0) "
+        f"SELECT count(*), COALESCE(SUM({_entitlement_sql(postgresql)}), 0), "
+        f"COALESCE(SUM(points), 0), COALESCE(SUM(released), 0) "
         f"FROM positions WHERE {_WHERE_OPEN}"
     )
     params = _release_params(postgresql, release)
-    row = (await _execute(session, _statement(sql, **params))).one()
-    return int(row[0]), int(row[1])
+    row: Any = (await _execute(session, _statement(sql, **params))).one()
+    return CohortFigures(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
 @dataclass(frozen=True)
@@ -534,15 +559,6 @@ async def update_cohort_positions(session: AsyncSession, release: CohortRelease)
 # --- the batched funds.paid_out events -------------------------------------------------------
 
 
-def _dashed(column: str) -> str:
-    """SQLite: a UUID stored as 32 hex digits, in its canonical dashed text form."""
-    return (
-        f"(substr({column}, 1, 8) || '-' || substr({column}, 9, 4) || '-' || "
-        f"substr({column}, 13, 4) || '-' || substr({column}, 17, 4) || '-' || "
-        f"substr({column}, 21, 12))"
-    )
-
-
 # Distinctive values that stand for the per-row parts while the JSON templates are made.
 _EVENT_MARK = UUID("00000000-0000-4000-8000-0000000e0e01")
 _BATCH_MARK = UUID("00000000-0000-4000-8000-0000000e0e02")
@@ -631,66 +647,122 @@ async def insert_payout_events(
 ) -> int:
     """One outbox row per batch of the settlement's *payouts*: a ``funds.paid_out`` envelope.
 
-    Set-based: batch n holds the payouts numbered ``n × per_event + 1 …``, read by one
-    primary-key range scan each, and its JSON is assembled in SQL from
-    :class:`EventTemplate`, so a million payouts never become Python objects (nor a huge
-    hash aggregate). Returns how many events were written.
+    Batch n holds the payouts numbered ``n × per_event + 1 …``, read by one primary-key
+    range scan each, and its JSON is assembled in SQL from :class:`EventTemplate`
+    (set-based: a million payouts never become Python objects, nor a huge hash
+    aggregate). Returns how many events were written.
     """
     batches = -(-payouts // ids.per_event)
     if batches == 0:
         return 0
-    postgresql = is_postgresql(session)
+    if is_postgresql(session):
+        await _insert_payout_events_postgresql(
+            session, ids, batches, template, topic=topic, event_type=event_type, key=key,
+            created_at=created_at,
+        )
+    else:
+        await _insert_payout_events_sqlite(
+            session, ids, batches, template, topic=topic, event_type=event_type, key=key,
+            created_at=created_at,
+        )
+    session.info["has_events"] = True  # wakes the outbox relay after commit
+    return batches
+
+
+async def _insert_payout_events_postgresql(
+    session: AsyncSession,
+    ids: PayoutIds,
+    batches: int,
+    template: EventTemplate,
+    *,
+    topic: str,
+    event_type: str,
+    key: str,
+    created_at: datetime,
+) -> None:
+    """PostgreSQL: one INSERT … SELECT; batch n's payouts string_agg'ed from a key range."""
+    await _prefer_lz4(session)
     e0, e1, e2, e3 = template.envelope
     p0, p1, p2, p3 = template.payout
+    first = _hex_id(True, "payout_prefix", "(b.n * :per_event + 1)")
+    last = _hex_id(True, "payout_prefix", "((b.n + 1) * :per_event)")
+    event_id = _hex_id(True, "event_prefix", "b.n")
+    batch_id = _hex_id(True, "batch_prefix", "b.n")
+    sql = f"""
+        INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
+        SELECT {event_id}, CAST(:topic AS text), CAST(:key AS text), CAST(:event_type AS text),
+               CAST(:e0 AS text) || CAST({event_id} AS text) || CAST(:e1 AS text)
+               || CAST({batch_id} AS text) || CAST(:e2 AS text)
+               || (SELECT string_agg(
+                       CAST(:p0 AS text) || CAST(payout_id AS text) || CAST(:p1 AS text)
+                       || CAST(member_id AS text) || CAST(:p2 AS text)
+                       || CAST(amount / 100 AS text) || '.'
+                       || lpad(CAST(amount % 100 AS text), 2, '0') || CAST(:p3 AS text),
+                       ',')
+                   FROM payouts WHERE payout_id BETWEEN {first} AND {last})
+               || CAST(:e3 AS text),
+               CAST(:created_at AS timestamptz)
+        FROM generate_series(0, CAST(:batches AS bigint) - 1) AS b(n)
+        ORDER BY b.n
+    """
     params: dict[str, Any] = {
         "batches": batches, "per_event": ids.per_event, "key": key, "topic": topic,
         "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
         "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
         "e0": e0, "e1": e1, "e2": e2, "e3": e3, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
     }
-    first = _hex_id(postgresql, "payout_prefix", "(b.n * :per_event + 1)")
-    last = _hex_id(postgresql, "payout_prefix", "((b.n + 1) * :per_event)")
-    event_id = _hex_id(postgresql, "event_prefix", "b.n")
-    batch_id = _hex_id(postgresql, "batch_prefix", "b.n")
-    if postgresql:
-        await _prefer_lz4(session)
-        sql = f"""
-            INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
-            SELECT {event_id}, CAST(:topic AS text), CAST(:key AS text),
-                   CAST(:event_type AS text),
-                   CAST(:e0 AS text) || CAST({event_id} AS text) || CAST(:e1 AS text)
-                   || CAST({batch_id} AS text) || CAST(:e2 AS text)
-                   || (SELECT string_agg(
-                           CAST(:p0 AS text) || CAST(payout_id AS text) || CAST(:p1 AS text)
-                           || CAST(member_id AS text) || CAST(:p2 AS text)
-                           || CAST(amount / 100 AS text) || '.'
-                           || lpad(CAST(amount % 100 AS text), 2, '0') || CAST(:p3 AS text),
-                           ',')
-                       FROM payouts WHERE payout_id BETWEEN {first} AND {last})
-                   || CAST(:e3 AS text),
-                   CAST(:created_at AS timestamptz)
-            FROM generate_series(0, CAST(:batches AS bigint) - 1) AS b(n)
-            ORDER BY b.n
-        """
-    else:
-        sql = f"""
-            WITH RECURSIVE b(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM b WHERE n + 1 < :batches)
-            INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
-            SELECT {event_id}, :topic, :key, :event_type,
-                   :e0 || {_dashed(event_id)} || :e1 || {_dashed(batch_id)} || :e2
-                   || (SELECT group_concat(
-                           :p0 || {_dashed("payout_id")} || :p1 || {_dashed("member_id")}
-                           || :p2 || printf('%d.%02d', amount / 100, amount % 100) || :p3,
-                           ',')
-                       FROM payouts WHERE payout_id BETWEEN {first} AND {last})
-                   || :e3,
-                   :created_at
-            FROM b
-            ORDER BY b.n
-        """
     await _execute(session, _statement(sql, **params))
-    session.info["has_events"] = True  # wakes the outbox relay after commit
-    return batches  # one row per batch (SQLite reports no rowcount for WITH … INSERT)
+
+
+def _dashed(column: str) -> str:
+    """SQLite: a UUID stored as 32 hex digits, in its canonical dashed text form."""
+    return (
+        f"(substr({column}, 1, 8) || '-' || substr({column}, 9, 4) || '-' || "
+        f"substr({column}, 13, 4) || '-' || substr({column}, 17, 4) || '-' || "
+        f"substr({column}, 21, 12))"
+    )
+
+
+async def _insert_payout_events_sqlite(
+    session: AsyncSession,
+    ids: PayoutIds,
+    batches: int,
+    template: EventTemplate,
+    *,
+    topic: str,
+    event_type: str,
+    key: str,
+    created_at: datetime,
+) -> None:
+    """SQLite: the same INSERT … SELECT, with group_concat and UUIDs dashed by substr."""
+    e0, e1, e2, e3 = template.envelope
+    p0, p1, p2, p3 = template.payout
+    first = _hex_id(False, "payout_prefix", "(b.n * :per_event + 1)")
+    last = _hex_id(False, "payout_prefix", "((b.n + 1) * :per_event)")
+    event_id = _hex_id(False, "event_prefix", "b.n")
+    batch_id = _hex_id(False, "batch_prefix", "b.n")
+    sql = f"""
+        WITH RECURSIVE b(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM b WHERE n + 1 < :batches)
+        INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
+        SELECT {event_id}, :topic, :key, :event_type,
+               :e0 || {_dashed(event_id)} || :e1 || {_dashed(batch_id)} || :e2
+               || (SELECT group_concat(
+                       :p0 || {_dashed("payout_id")} || :p1 || {_dashed("member_id")}
+                       || :p2 || printf('%d.%02d', amount / 100, amount % 100) || :p3,
+                       ',')
+                   FROM payouts WHERE payout_id BETWEEN {first} AND {last})
+               || :e3,
+               :created_at
+        FROM b
+        ORDER BY b.n
+    """
+    params: dict[str, Any] = {
+        "batches": batches, "per_event": ids.per_event, "key": key, "topic": topic,
+        "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
+        "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
+        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
+    }
+    await _execute(session, _statement(sql, **params))
 
 
 # --- reading settlements ------------------------------------------------------------------------
@@ -759,35 +831,38 @@ async def last_settlements(session: AsyncSession) -> dict[str, Settlement]:
 # --- what the open positions may still receive (members' view) --------------------------------
 
 
-async def still_possible_by_pool(
-    session: AsyncSession, pools: Sequence[str], multiplier: Decimal
+async def still_possible_of_settled_cohorts(
+    session: AsyncSession, pools: Sequence[str]
 ) -> dict[str, Decimal]:
-    """Σ max(0, multiplier × points − released) over the open positions of each pool.
-
-    Summed as ``multiplier × Σ points − Σ released`` over the open positions still below
-    their cap (compared in integers), which is exact.
-    """
-    if not pools:
-        return {}
-    m_num, m_den = multiplier.as_integer_ratio()
-    points_fen = col(Position.points)
-    released_fen = col(Position.released)
+    """Σ still possible of each pool's open settled cohorts (at most max_settlements rows)."""
     rows = await session.exec(
-        select(col(Position.pool), func.sum(points_fen), func.sum(released_fen))
-        .where(
-            col(Position.pool).in_(pools),
-            col(Position.closed).is_(False),
-            _fen(released_fen) * m_den < _fen(points_fen) * m_num,
-        )
-        .group_by(col(Position.pool))
+        select(col(Cohort.pool), func.sum(col(Cohort.still_possible)))
+        .where(col(Cohort.pool).in_(pools), col(Cohort.closed).is_(False))
+        .group_by(col(Cohort.pool))
     )
-    found = {
-        str(pool): multiplier * (points or ZERO) - (released or ZERO)
-        for pool, points, released in rows.all()
-    }
+    found = {str(pool): total or ZERO for pool, total in rows.all()}
     return {pool: found.get(pool, ZERO) for pool in pools}
 
 
-def _fen(column: Any) -> Any:
-    """The raw integer fen of a money column (for comparisons with integer ratios)."""
-    return type_coerce(column, BigInteger)
+async def points_reversed(
+    session: AsyncSession, pool: str, cohort: int, points: Decimal, multiplier: Decimal
+) -> None:
+    """A refund took *points* from an open position of settled cohort *cohort*.
+
+    What that position may still receive drops by ``multiplier × points`` (its released
+    stays ≤ multiplier × points): keep the cohort's sum in step. For a position of the
+    current, unsettled period, reducing the pool's minted total is enough.
+    """
+    drop = (multiplier * points).quantize(Decimal("0.01"), rounding=ROUND_UP)
+    await session.exec(
+        sa_update(Cohort)
+        .where(col(Cohort.pool) == pool, col(Cohort.number) == cohort,
+               col(Cohort.closed).is_(False))
+        .values(
+            still_possible=case(
+                (col(Cohort.still_possible) > drop, col(Cohort.still_possible) - drop),
+                else_=literal(0, BigInteger()),
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )

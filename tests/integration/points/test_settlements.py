@@ -18,22 +18,33 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import func, text
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from services.points import repository, settlement, settlement_repository
 from services.points.app import TABLES, create_app
 from services.points.bench_support import seed_settlement_bench
-from services.points.models import PayoutRecord, Pool, Position
+from services.points.domain.periods import growth
+from services.points.domain.release import (
+    CohortState,
+    PositionState,
+    next_release_index,
+    settle_pool,
+)
+from services.points.models import FundEntry, PayoutRecord, Pool, Position
 from services.points.settings import PoolName
 from services.points.settlement_models import Settlement
 from shared.auth import issue_member_token
 from shared.clock import FixedClock
 from shared.events import Envelope, FundsPaidOut
-from shared.money import CENT
+from shared.money import CENT, from_fen
 from shared.outbox import OutboxMessage
 
 from .conftest import NOW, Points, deliver, make_settings, member_headers, order_completed
+from .fakes import deliver_from, order_refunded
 
 D = Decimal
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -300,7 +311,7 @@ async def test_settling_the_same_period_twice_pays_once(points: Points) -> None:
 
     assert len(first["settlements"]) == 1
     assert again["settlements"] == []
-    assert await count(points, Settlement) == 1
+    assert await count(points, Settlement, col(Settlement.pool) == "consumer") == 1
     assert await count(points, PayoutRecord, col(PayoutRecord.reason) == "settlement") == 2
     [event] = await settlement_events(points)
     assert sorted(p.amount for p in event.payouts) == [D("1.00"), D("4.00")]
@@ -309,7 +320,7 @@ async def test_settling_the_same_period_twice_pays_once(points: Points) -> None:
         assert await settlement.run_due_settlements(
             session, "consumer", as_of, points.settings
         ) == []
-    assert await count(points, Settlement) == 1
+    assert await count(points, Settlement, col(Settlement.pool) == "consumer") == 1
 
 
 async def test_a_settlement_that_fails_half_way_leaves_no_trace_and_can_be_rerun(
@@ -333,7 +344,7 @@ async def test_a_settlement_that_fails_half_way_leaves_no_trace_and_can_be_rerun
     body = await settle(points, as_of)
     assert len(body["settlements"]) == 1
     assert body["settlements"][0]["total_paid"] == "5.00"
-    assert await count(points, Settlement) == 1
+    assert await count(points, Settlement, col(Settlement.pool) == "consumer") == 1
     assert len(await settlement_events(points)) == 1
 
 
@@ -380,7 +391,8 @@ async def test_a_dry_run_may_look_into_the_future_but_a_settlement_may_not(
     assert refused.status_code == 422
     assert "later than the service's clock" in refused.json()["detail"]
     assert preview.status_code == 200
-    assert len(preview.json()["settlements"]) == 1
+    # 2024-05-19: periods 1 and 2 (forced 2024-04-14 and 2024-05-14) would be settled
+    assert [s["number"] for s in preview.json()["settlements"]] == [1, 2]
     assert await consumer_state(points) == before
 
 
@@ -399,7 +411,9 @@ async def test_an_order_completed_after_the_due_instant_lands_in_the_next_period
     await mint(points, late, "100.00", due + timedelta(minutes=1))
 
     async with points.app.state.db.read() as session:
-        [stored] = (await session.exec(select(Settlement))).all()
+        [stored] = (await session.exec(
+            select(Settlement).where(col(Settlement.pool) == "consumer")
+        )).all()
         late_positions = (await session.exec(
             select(Position.cohort).where(col(Position.member_id) == late)
         )).all()
@@ -416,7 +430,9 @@ async def test_an_order_completed_after_the_due_instant_lands_in_the_next_period
 
 
 async def test_payouts_travel_in_batches_of_2000_per_event(points: Points) -> None:
-    seed = await seed_settlement_bench(points.app.state.db, points.settings, positions=5001)
+    seed = await seed_settlement_bench(
+        points.app.state.db, points.settings, positions=5001, tidy=False
+    )
     points.app.state.clock.set(seed.as_of)
 
     body = await settle(points, seed.as_of)
@@ -442,15 +458,17 @@ async def test_payouts_travel_in_batches_of_2000_per_event(points: Points) -> No
                 select(PayoutRecord).where(col(PayoutRecord.settlement_id) == settlement_id)
             )).all()
         }
-        ledger = (await session.exec(text(
-            "SELECT account, SUM(amount) FROM fund_entries GROUP BY account ORDER BY account"
-        ))).all()  # type: ignore[call-overload]
+        ledger = (await session.exec(
+            select(FundEntry.account, func.sum(col(FundEntry.amount)), FundEntry.txn_id)
+            .group_by(col(FundEntry.account), col(FundEntry.txn_id))
+            .order_by(col(FundEntry.account))
+        )).all()
     assert stored == {
         (p.payout_id, p.member_id, p.amount, e.batch_id) for e in events for p in e.payouts
     }
-    paid_fen = int(total * 100)
     assert [tuple(r) for r in ledger] == [
-        ("fund:consumer_pool", -paid_fen), ("payouts:settlements", paid_fen)
+        ("fund:consumer_pool", -total, settlement_id),
+        ("payouts:settlements", total, settlement_id),
     ]
 
 
@@ -481,6 +499,52 @@ async def test_a_member_sees_paid_still_possible_and_coverage(points: Points) ->
         "target not reached yet: needs 150150.00 more points; forced on 2024-05-14 00:00"
     )
     assert y != x
+
+
+async def test_points_taken_back_from_a_settled_cohort_are_promised_no_more(
+    points: Points,
+) -> None:
+    await gp3_cohort(points)
+    await settle(points, START + timedelta(days=30))
+
+    # what the refunds call for an open position of a settled cohort (X loses 100 points)
+    async with points.app.state.db.transaction() as session:
+        await settlement_repository.points_reversed(
+            session, "consumer", 1, D("100.00"), points.settings.multiplier
+        )
+
+    async with points.app.state.db.read() as session:
+        coverage = await settlement.pool_coverage(session, ["consumer"], points.settings)
+    # 4,995.00 before, less 5 × 100.00
+    assert coverage["consumer"].still_possible == D("4495.00")
+
+
+async def test_a_refund_after_a_settlement_shrinks_what_the_cohort_still_promises(
+    points: Points,
+) -> None:
+    await fund(points, "100000.00")
+    x, y = uuid.uuid4(), uuid.uuid4()
+    order = order_completed(x, uuid.uuid4(), amount="1000.00", completed_at=day(1))
+    assert await deliver(points, order)  # X: 200.00 points
+    await mint(points, y, "800.00", day(2))
+    await settle(points, START + timedelta(days=30))
+    before = (await pool_status(points))["settlement"]
+
+    # Half of X's order is refunded after the settlement: X keeps 100.00 points.
+    refund = order_refunded(order, "500.00", refunded_total="500.00",
+                            refunded_at=START + timedelta(days=31))
+    assert await deliver_from(points, refund, "orders")
+
+    mine = await position(points, x)
+    # 100.00 points, 1.00 already paid: up to 5 × 100.00 - 1.00 = 499.00 more.
+    assert (mine["points"], mine["released"], mine["still_possible"]) == (
+        "100.00", "1.00", "499.00"
+    )
+    async with points.app.state.db.read() as session:
+        coverage = await settlement.pool_coverage(session, ["consumer"], points.settings)
+    # 999.00 + 3,996.00 promised before; X's promise dropped by 5 × 100.00.
+    assert coverage["consumer"].still_possible == D("4495.00")
+    assert before["last_settlement"]["total_paid"] == "5.00"
 
 
 async def test_a_closed_position_promises_nothing_more(database_url: str) -> None:
@@ -576,13 +640,14 @@ async def test_the_scheduler_settles_both_pools_when_they_are_due(points: Points
         points.app.state.db, local("2024-04-20T00:00:00"), points.settings
     )
 
-    # consumer: period 1 (forced 2024-04-14); merchant (from 2024-01-18): periods 1-3
-    assert settled == 4
+    # consumer: period 1 (forced 2024-04-14); merchant (from 2024-01-18): periods 2 and 3
+    # (period 1 was settled before the orders of 2024-03-15 were minted)
     async with points.app.state.db.read() as session:
         rows = (await session.exec(
             select(Settlement.pool, Settlement.number).order_by(col(Settlement.pool),
                                                                 col(Settlement.number))
         )).all()
+    assert settled == 3
     assert [tuple(r) for r in rows] == [
         ("consumer", 1), ("merchant", 1), ("merchant", 2), ("merchant", 3)
     ]
@@ -612,4 +677,112 @@ async def app_with(database_url: str, **overrides: object) -> AsyncIterator[Poin
 async def empty_tables(points: Points) -> None:
     async with points.app.state.db.transaction() as session:
         for table in reversed(TABLES):
-            await session.exec(table.delete())  # type: ignore[call-overload]
+            await session.exec(table.delete())
+
+
+#: Small numbers that reach every branch: growth capped or not, budgets split or not,
+#: caps reached (base_rate 1.5: about the 3rd settlement) and cohorts closed at 4.
+PROPERTY_RULES: dict[str, object] = {
+    "consumer_base_points": D("1000.00"), "base_rate": D("1.5"), "cohort_share": D("0.25"),
+    "max_settlements": 4,
+}
+
+points_fen = st.one_of(st.integers(1, 10**5), st.integers(10**5, 10**9))
+a_period = st.tuples(
+    st.lists(st.tuples(st.integers(0, 2), points_fen), max_size=4),  # (member, points)
+    st.integers(0, 10**9),  # fund top-up before the settlement, fen
+)
+
+
+@hypothesis_settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(periods=st.lists(a_period, min_size=1, max_size=6))
+async def test_the_sql_settlement_pays_what_the_pure_rules_pay(
+    database_url: str, periods: list[tuple[list[tuple[int, int]], int]]
+) -> None:
+    async with app_with(database_url, **PROPERTY_RULES) as points:
+        await empty_tables(points)
+        await compare_with_the_rules(points, periods)
+
+
+async def compare_with_the_rules(
+    points: Points, periods: list[tuple[list[tuple[int, int]], int]]
+) -> None:
+    settings, db = points.settings, points.app.state.db
+    rules = settings.release_rules()
+    members = [uuid.uuid4() for _ in range(3)]
+    start = settings.first_period_start("consumer")
+    reference, fund_balance = settings.base_points("consumer"), D("0.00")
+    previous_index: Decimal | None = None
+    cohorts: dict[int, CohortState] = {}
+    closed: dict[tuple[int, uuid.UUID], bool] = {}
+    for number, (mints, top_up) in enumerate(periods, start=1):
+        held: dict[int, Decimal] = {}
+        async with db.transaction() as session:
+            for member, fen in mints:
+                amount = from_fen(fen)
+                at = start + timedelta(hours=1)
+                cohort = await repository.count_mint(session, "consumer", amount, settings, at)
+                assert cohort == number
+                await repository.add_to_position(
+                    session, "consumer", number, members[member], amount
+                )
+                held[member] = held.get(member, D("0.00")) + amount
+            if top_up:
+                await repository.credit_pool_fund(
+                    session, "consumer", from_fen(top_up), settings, start
+                )
+        fund_balance += from_fen(top_up)
+        minted = sum(held.values(), D("0.00"))
+        cohorts[number] = CohortState(
+            number, tuple(PositionState(m, p) for m, p in sorted(held.items()))
+        )
+        index = next_release_index(previous_index, growth(minted, reference), rules)
+        expected = settle_pool(fund_balance, index, [cohorts[c] for c in sorted(cohorts)], rules)
+
+        async with db.transaction() as session:
+            [record] = await settlement.run_due_settlements(
+                session, "consumer", start + timedelta(days=31), settings
+            )
+
+        assert (record.number, record.release_index) == (number, index)
+        assert (record.fund_before, record.total_paid, record.fund_after) == (
+            expected.fund_before, expected.total_paid, expected.fund_after
+        )
+        async with db.read() as session:
+            paid = (await session.exec(
+                select(PayoutRecord.member_id, PayoutRecord.amount)
+                .where(col(PayoutRecord.settlement_id) == record.id)
+            )).all()
+            stored = (await session.exec(
+                select(Position.cohort, Position.member_id, Position.released, Position.closed)
+                .where(col(Position.pool) == "consumer")
+            )).all()
+        assert sorted(tuple(p) for p in paid) == sorted(
+            (members[int(str(p.position_id))], p.paid) for p in expected.payouts if p.paid > 0
+        )
+        for payout in expected.payouts:
+            closed[(payout.cohort, members[int(str(payout.position_id))])] = payout.closed
+        model = {
+            (state.cohort, members[int(str(p.position_id))]): p.released
+            for state in expected.states for p in state.positions
+        }
+        assert {(c, m): r for c, m, r, _ in stored} == model
+        assert {(c, m): x for c, m, _, x in stored} == {k: closed.get(k, False) for k in model}
+
+        # the members' view: what the open positions may still receive, kept per cohort
+        still = sum(
+            (max(D(0), rules.multiplier * p.points - p.released)
+             for state in expected.states for p in state.positions
+             if not closed.get((state.cohort, members[int(str(p.position_id))]), False)),
+            D(0),
+        )
+        async with db.read() as session:
+            coverage = await settlement.pool_coverage(session, ["consumer"], settings)
+        assert coverage["consumer"].still_possible == still
+
+        cohorts = {state.cohort: state for state in expected.states}
+        fund_balance, previous_index = expected.fund_after, index
+        reference += minted
+        start = record.period_ended_at

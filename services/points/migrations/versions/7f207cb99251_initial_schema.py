@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 51d7421520df
+Revision ID: 7f207cb99251
 Revises: 
-Create Date: 2026-11-24 00:18:39.730888
+Create Date: 2026-11-24 00:42:33.768118
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 
-revision: str = '51d7421520df'
+revision: str = '7f207cb99251'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -26,6 +26,7 @@ def upgrade() -> None:
     sa.Column('start_index', sa.String(length=40), nullable=False),
     sa.Column('settlements', sa.Integer(), nullable=False),
     sa.Column('closed', sa.Boolean(), nullable=False),
+    sa.Column('still_possible', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('pool', 'number')
     )
     op.create_table('fund_entries',
