@@ -7,9 +7,10 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Annotated, cast
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
 from services.points import repository, settlement
+from services.points.dependencies import PointsSettingsDep
 from services.points.models import OrderGiveback, Pool
 from services.points.schemas import (
     AllocationFigures,
@@ -37,11 +38,6 @@ _GROWTH_PLACES = Decimal("0.000001")
 POOLS: tuple[PoolName, ...] = ("consumer", "merchant")
 
 
-def _settings(request: Request) -> PointsSettings:
-    return cast(PointsSettings, request.app.state.settings)
-
-
-PointsSettingsDep = Annotated[PointsSettings, Depends(_settings)]
 
 
 def _local(settings: PointsSettings, value: datetime) -> datetime:

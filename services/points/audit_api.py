@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, cast
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 
 from services.points import audit, refund_repository, repository
+from services.points.dependencies import PointsSettingsDep
 from services.points.schemas import AuditReport, OrderRefundsPublic, RefundPublic
-from services.points.settings import PointsSettings
 from shared.app import ClockDep, HttpDep, ReadSessionDep
 from shared.auth import AdminDep
 from shared.errors import NotFound
@@ -17,11 +16,6 @@ from shared.errors import NotFound
 router = APIRouter(prefix="/v1", tags=["audit"])
 
 
-def _settings(request: Request) -> PointsSettings:
-    return cast(PointsSettings, request.app.state.settings)
-
-
-PointsSettingsDep = Annotated[PointsSettings, Depends(_settings)]
 
 
 @router.get("/audit")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import ROUND_UP
-from typing import Annotated, cast
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
 from services.points import settlement, settlement_repository
+from services.points.dependencies import PointsSettingsDep
 from services.points.settings import PointsSettings, PoolName
 from services.points.settlement_models import Settlement
 from services.points.settlement_schemas import (
@@ -30,11 +31,6 @@ from shared.money import CENT
 router = APIRouter(prefix="/v1", tags=["settlements"])
 
 
-def _settings(request: Request) -> PointsSettings:
-    return cast(PointsSettings, request.app.state.settings)
-
-
-PointsSettingsDep = Annotated[PointsSettings, Depends(_settings)]
 
 
 def _local(settings: PointsSettings, value: datetime) -> datetime:
