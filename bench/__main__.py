@@ -89,14 +89,17 @@ def bench_backend(backend: str, orders: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--orders", type=int, default=10_000)
-    parser.add_argument("--positions", type=int, default=1_000_000)
+    parser.add_argument("--orders", type=int, default=10_000, help="0 skips the orders bench")
+    parser.add_argument("--positions", type=int, default=1_000_000,
+                        help="0 skips the settlement bench")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     for backend in ("sqlite", "postgresql"):
         if args.only in (None, backend):
-            bench_settlement(backend, args.positions)
-            bench_backend(backend, args.orders)
+            if args.positions:
+                bench_settlement(backend, args.positions)
+            if args.orders:
+                bench_backend(backend, args.orders)
 
 
 if __name__ == "__main__":

@@ -233,6 +233,12 @@ class FundsPaidOut(EventData):
     payouts: tuple[Payout, ...]
 
     def partition_key(self) -> str:
+        # An order's or a refund's payouts stay in order on the order's partition. The
+        # batches of a settlement credit distinct positions and need no order among
+        # themselves: keyed by batch they spread over the partitions and are booked in
+        # parallel.
+        if self.source == "settlement":
+            return str(self.batch_id)
         return str(self.order_id or self.settlement_id or self.batch_id)
 
 

@@ -77,11 +77,18 @@ async def handle_envelope(
     return True
 
 
+#: PostgreSQL's "try again": a deadlock or a serialization failure rolled us back.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def _is_transient(exc: BaseException) -> bool:
-    """Infrastructure trouble (database down) is retried forever, never dead-lettered."""
+    """Infrastructure trouble (database down, a deadlock) is retried forever, never
+    dead-lettered."""
     if isinstance(exc, OperationalError | ConnectionError | OSError):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+    )
 
 
 class EventConsumer:
@@ -157,6 +164,24 @@ class EventConsumer:
         await self.publisher.publish(dead_letter_topic(self.name), key, json.dumps(body).encode())
         self.dead_lettered += 1
 
+    async def _apply_partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+    ) -> None:
+        for record in records:
+            await self.process_record(record)
+        # Committed only now: every record up to here has been applied (or
+        # dead-lettered) in a committed database transaction.
+        try:
+            await consumer.commit({TopicPartition(tp.topic, tp.partition):
+                                   records[-1].offset + 1})
+        except CommitFailedError:
+            # Lost the partition in a rebalance: its new owner redelivers, and the
+            # inbox skips what we already applied.
+            log.warning("%s: offset commit failed after a rebalance", self.name)
+
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             *self.topics,
@@ -176,17 +201,10 @@ class EventConsumer:
                 batch = await consumer.getmany(timeout_ms=200)
                 if consumer.assignment():
                     self.assigned.set()
-                for tp, records in batch.items():
-                    for record in records:
-                        await self.process_record(record)
-                    # Committed only now: every record up to here has been applied
-                    # (or dead-lettered) in a committed database transaction.
-                    try:
-                        await consumer.commit({TopicPartition(tp.topic, tp.partition):
-                                               records[-1].offset + 1})
-                    except CommitFailedError:
-                        # Lost the partition in a rebalance: its new owner redelivers,
-                        # and the inbox skips what we already applied.
-                        log.warning("%s: offset commit failed after a rebalance", self.name)
+                # Partitions are independent (an entity's events share one): each is
+                # applied in order, all of them at once, so that one partition's
+                # database round trips overlap with another's work.
+                await asyncio.gather(*(self._apply_partition(consumer, tp, records)
+                                       for tp, records in batch.items()))
         finally:
             await consumer.stop()

@@ -45,8 +45,19 @@ def exact(value: Decimal | int | str) -> Decimal:
 
 
 def to_fen(value: Decimal) -> int:
-    """Exact conversion to integer fen (1/100 CNY), the storage unit."""
-    return int(exact(value) * 100)
+    """Exact conversion to integer fen (1/100 CNY), the storage unit.
+
+    Runs for every stored amount (millions per settlement), hence no quantize: a value
+    is exact in fen when a hundred times it is a whole number.
+    """
+    if not isinstance(value, Decimal):
+        value = exact(value)
+    if not value.is_finite():
+        raise MoneyError(f"{value!r} is not a finite amount")
+    fen = value * 100
+    if fen != fen.to_integral_value():
+        raise MoneyError(f"{value!r} is not an exact amount in fen")
+    return int(fen)
 
 
 def from_fen(fen: int) -> Decimal:

@@ -65,11 +65,18 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_seconds: float = 0.2,
+        batch_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._db = db
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._batch_bytes = batch_bytes
+        #: Rows per read: up to batch_size for ordinary events, as many as fit in
+        #: batch_bytes when they are large (a settlement's 500 payout batches are
+        #: ~300 MB: read at once, the first would reach Kafka only after the last was
+        #: loaded). It starts small and doubles while the events stay small.
+        self._limit = min(batch_size, 64)
         self._wakeup = asyncio.Event()
         db.after_commit_with_events.append(self._wakeup.set)
 
@@ -79,7 +86,7 @@ class OutboxRelay:
             select(OutboxMessage)
             .where(col(OutboxMessage.published_at).is_(None))
             .order_by(col(OutboxMessage.id))
-            .limit(self._batch_size)
+            .limit(self._limit)
         )
         if self._db.is_sqlite:
             # One relay per SQLite file: read, publish, then mark in a short write
@@ -100,9 +107,11 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, rows: list[OutboxMessage]) -> None:
-        await self._publisher.publish_many(
-            [(r.topic, r.key, r.payload.encode()) for r in rows]
-        )
+        messages = [(r.topic, r.key, r.payload.encode()) for r in rows]
+        size = sum(len(value) for _, _, value in messages)
+        fit = self._batch_bytes * len(rows) // max(size, 1)
+        self._limit = max(1, min(self._batch_size, 2 * self._limit, fit))
+        await self._publisher.publish_many(messages)
 
     @staticmethod
     async def _mark_sent(session: AsyncSession, rows: list[OutboxMessage]) -> None:
@@ -114,6 +123,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         while True:
+            limit = self._limit
             try:
                 sent = await self.publish_pending()
             except asyncio.CancelledError:
@@ -122,7 +132,7 @@ class OutboxRelay:
                 log.exception("outbox relay failed; retrying")
                 sent = 0
                 await asyncio.sleep(1.0)
-            if sent < self._batch_size:
+            if sent < limit:
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)

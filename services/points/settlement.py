@@ -464,7 +464,7 @@ async def _settle_period(
         )
         events = await repo.insert_payout_events(
             session, ids, payouts=offset, topic=POINTS_TOPIC, event_type=FundsPaidOut.TYPE,
-            template=template, key=str(settlement_id), created_at=datetime.now(UTC),
+            template=template, created_at=datetime.now(UTC),
         )
     repo.add_settlement_fund_entries(
         session, settlement_id, pool, [(number, c.cohort, c.paid) for c in cohort_rows],

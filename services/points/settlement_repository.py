@@ -569,12 +569,15 @@ _PAYOUTS_MARK = '"payouts":[]'
 
 
 def _split(text: str, *marks: str) -> list[str]:
+    """Cut *text* at each of *marks* in turn (a mark may stand in several places)."""
     parts: list[str] = []
     for mark in marks:
-        if text.count(mark) != 1:
-            raise RuntimeError(f"cannot make a JSON template: {mark!r} in {text!r}")
-        head, text = text.split(mark)
+        head, found, text = text.partition(mark)
+        if not found:
+            raise RuntimeError(f"cannot make a JSON template: {mark!r} not in {text!r}")
         parts.append(head)
+    if any(mark in text for mark in marks):
+        raise RuntimeError(f"cannot make a JSON template: a mark is left in {text!r}")
     return [*parts, text]
 
 
@@ -587,8 +590,9 @@ class EventTemplate:
     SQL with plain string concatenation, the cheapest way to build a million objects.
     """
 
-    #: envelope: e0 <event_id> e1 <batch_id> e2 <payouts, comma-separated> e3
-    envelope: tuple[str, str, str, str]
+    #: envelope: e0 <event_id> e1 <batch_id: the key> e2 <batch_id> e3 <payouts,
+    #: comma-separated> e4
+    envelope: tuple[str, str, str, str, str]
     #: one payout: p0 <payout_id> p1 <member_id> p2 <amount> p3
     payout: tuple[str, str, str, str]
 
@@ -608,10 +612,10 @@ class EventTemplate:
         envelope = event.envelope(
             producer=producer, occurred_at=occurred_at, event_id=_EVENT_MARK
         ).model_dump_json()
-        e = _split(envelope, str(_EVENT_MARK), str(_BATCH_MARK), _PAYOUTS_MARK)
+        e = _split(envelope, str(_EVENT_MARK), str(_BATCH_MARK), str(_BATCH_MARK), _PAYOUTS_MARK)
         p = _split(payout, str(_PAYOUT_MARK), str(_MEMBER_MARK), str(_AMOUNT_MARK))
         return cls(
-            envelope=(e[0], e[1], e[2] + '"payouts":[', "]" + e[3]),
+            envelope=(e[0], e[1], e[2], e[3] + '"payouts":[', "]" + e[4]),
             payout=(p[0], p[1], p[2], p[3]),
         )
 
@@ -642,7 +646,6 @@ async def insert_payout_events(
     topic: str,
     event_type: str,
     template: EventTemplate,
-    key: str,
     created_at: datetime,
 ) -> int:
     """One outbox row per batch of the settlement's *payouts*: a ``funds.paid_out`` envelope.
@@ -657,12 +660,12 @@ async def insert_payout_events(
         return 0
     if is_postgresql(session):
         await _insert_payout_events_postgresql(
-            session, ids, batches, template, topic=topic, event_type=event_type, key=key,
+            session, ids, batches, template, topic=topic, event_type=event_type,
             created_at=created_at,
         )
     else:
         await _insert_payout_events_sqlite(
-            session, ids, batches, template, topic=topic, event_type=event_type, key=key,
+            session, ids, batches, template, topic=topic, event_type=event_type,
             created_at=created_at,
         )
     session.info["has_events"] = True  # wakes the outbox relay after commit
@@ -677,12 +680,11 @@ async def _insert_payout_events_postgresql(
     *,
     topic: str,
     event_type: str,
-    key: str,
     created_at: datetime,
 ) -> None:
     """PostgreSQL: one INSERT … SELECT; batch n's payouts string_agg'ed from a key range."""
     await _prefer_lz4(session)
-    e0, e1, e2, e3 = template.envelope
+    e0, e1, e2, e3, e4 = template.envelope
     p0, p1, p2, p3 = template.payout
     first = _hex_id(True, "payout_prefix", "(b.n * :per_event + 1)")
     last = _hex_id(True, "payout_prefix", "((b.n + 1) * :per_event)")
@@ -690,9 +692,11 @@ async def _insert_payout_events_postgresql(
     batch_id = _hex_id(True, "batch_prefix", "b.n")
     sql = f"""
         INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
-        SELECT {event_id}, CAST(:topic AS text), CAST(:key AS text), CAST(:event_type AS text),
+        SELECT {event_id}, CAST(:topic AS text), CAST({batch_id} AS text),
+               CAST(:event_type AS text),
                CAST(:e0 AS text) || CAST({event_id} AS text) || CAST(:e1 AS text)
                || CAST({batch_id} AS text) || CAST(:e2 AS text)
+               || CAST({batch_id} AS text) || CAST(:e3 AS text)
                || (SELECT string_agg(
                        CAST(:p0 AS text) || CAST(payout_id AS text) || CAST(:p1 AS text)
                        || CAST(member_id AS text) || CAST(:p2 AS text)
@@ -700,16 +704,16 @@ async def _insert_payout_events_postgresql(
                        || lpad(CAST(amount % 100 AS text), 2, '0') || CAST(:p3 AS text),
                        ',')
                    FROM payouts WHERE payout_id BETWEEN {first} AND {last})
-               || CAST(:e3 AS text),
+               || CAST(:e4 AS text),
                CAST(:created_at AS timestamptz)
         FROM generate_series(0, CAST(:batches AS bigint) - 1) AS b(n)
         ORDER BY b.n
     """
     params: dict[str, Any] = {
-        "batches": batches, "per_event": ids.per_event, "key": key, "topic": topic,
+        "batches": batches, "per_event": ids.per_event, "topic": topic,
         "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
         "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
-        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
+        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "e4": e4, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
     }
     await _execute(session, _statement(sql, **params))
 
@@ -731,11 +735,10 @@ async def _insert_payout_events_sqlite(
     *,
     topic: str,
     event_type: str,
-    key: str,
     created_at: datetime,
 ) -> None:
     """SQLite: the same INSERT … SELECT, with group_concat and UUIDs dashed by substr."""
-    e0, e1, e2, e3 = template.envelope
+    e0, e1, e2, e3, e4 = template.envelope
     p0, p1, p2, p3 = template.payout
     first = _hex_id(False, "payout_prefix", "(b.n * :per_event + 1)")
     last = _hex_id(False, "payout_prefix", "((b.n + 1) * :per_event)")
@@ -744,23 +747,24 @@ async def _insert_payout_events_sqlite(
     sql = f"""
         WITH RECURSIVE b(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM b WHERE n + 1 < :batches)
         INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
-        SELECT {event_id}, :topic, :key, :event_type,
+        SELECT {event_id}, :topic, {_dashed(batch_id)}, :event_type,
                :e0 || {_dashed(event_id)} || :e1 || {_dashed(batch_id)} || :e2
+               || {_dashed(batch_id)} || :e3
                || (SELECT group_concat(
                        :p0 || {_dashed("payout_id")} || :p1 || {_dashed("member_id")}
                        || :p2 || printf('%d.%02d', amount / 100, amount % 100) || :p3,
                        ',')
                    FROM payouts WHERE payout_id BETWEEN {first} AND {last})
-               || :e3,
+               || :e4,
                :created_at
         FROM b
         ORDER BY b.n
     """
     params: dict[str, Any] = {
-        "batches": batches, "per_event": ids.per_event, "key": key, "topic": topic,
+        "batches": batches, "per_event": ids.per_event, "topic": topic,
         "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
         "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
-        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
+        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "e4": e4, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
     }
     await _execute(session, _statement(sql, **params))
 

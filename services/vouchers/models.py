@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, text
 from sqlmodel import Field, SQLModel
 
 from shared.db import MoneyColumn
@@ -20,13 +20,22 @@ class LedgerEntry(SQLModel, table=True):
     """One posting of one ledger transaction (the postings of a transaction sum to zero)."""
 
     __tablename__ = "ledger_entries"
+    # Every index costs each of a settlement's million entries a write, so only what is
+    # read by key: a member's wallet history, and the history of the accounts that are
+    # not wallets (receivables, sources). Transactions are only ever summed, not looked up.
     __table_args__ = (
         Index("ix_ledger_entries_member_id_id", "member_id", "id"),
-        Index("ix_ledger_entries_account_id", "account", "id"),
+        Index(
+            "ix_ledger_entries_account_id",
+            "account",
+            "id",
+            postgresql_where=text("member_id IS NULL"),
+            sqlite_where=text("member_id IS NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=EntryId)
-    transaction_id: UUID = Field(index=True)
+    transaction_id: UUID
     account: str = Field(max_length=200)
     asset: str = Field(max_length=20)
     #: Set on wallet accounts: whose wallet history this entry belongs to.
@@ -65,9 +74,11 @@ class BookedPayout(SQLModel, table=True):
     __tablename__ = "booked_payouts"
 
     payout_id: UUID = Field(primary_key=True)
-    batch_id: UUID = Field(index=True)
+    batch_id: UUID
     member_id: UUID
     asset: str = Field(max_length=20)
+    #: The wallet account it was booked into (so a batch is booked in set-based SQL).
+    account: str = Field(max_length=200)
     reason: str = Field(max_length=40)
     fund: str = Field(max_length=100)
     #: As points sent it (negative for a reversal).

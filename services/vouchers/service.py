@@ -100,42 +100,30 @@ async def book_payout_batch(session: AsyncSession, event: FundsPaidOut, now: dat
     payouts = _unique(event.payouts)
     booked = await repository.booked_payout_ids(session, [p.payout_id for p in payouts])
     new = [p for p in payouts if p.payout_id not in booked]
-    # Reversals need the wallet's balance to take no more than it holds: lock those rows.
-    debited = {domain.wallet_account(p.member_id, p.asset) for p in new if p.amount < ZERO}
-    balances = await repository.get_balances(session, debited, for_update=True)
-    try:
-        bookings = domain.book_payouts(new, balances)
-    except domain.InvalidPayout as exc:
-        raise PermanentFailure(str(exc)) from exc
-    await repository.post_transactions(
-        session, [b.transaction for b in bookings if b.transaction.postings], now
-    )
-    await repository.insert_booked_payouts(
-        session,
-        [
-            {
-                "payout_id": b.payout.payout_id,
-                "batch_id": event.batch_id,
-                "member_id": b.payout.member_id,
-                "asset": b.payout.asset,
-                "reason": b.payout.reason,
-                "fund": b.payout.fund,
-                "amount": b.payout.amount,
-                "applied": b.applied,
-                "unrecovered": b.unrecovered,
-                "order_id": b.payout.order_id,
-                "settlement_id": b.payout.settlement_id,
-                "booked_at": now,
-            }
-            for b in bookings
-        ],
-    )
-    for b in bookings:
-        if b.unrecovered > ZERO:
-            log.warning(
-                "reversal %s of member %s: %s %s could not be taken back (unrecovered)",
-                b.payout.payout_id, b.payout.member_id, b.unrecovered, b.payout.asset,
-            )
+    credits = [p for p in new if p.amount >= ZERO]
+    if credits:
+        # No wallet can refuse a credit: booked set-based (a settlement sends a million).
+        await repository.book_credits(session, event.batch_id, credits, now)
+    reversals = [p for p in new if p.amount < ZERO]
+    if reversals:
+        # A reversal takes no more than the wallet holds (the batch's credits included):
+        # lock those rows, then book payout by payout.
+        debited = {domain.wallet_account(p.member_id, p.asset) for p in reversals}
+        balances = await repository.get_balances(session, debited, for_update=True)
+        try:
+            bookings = domain.book_payouts(reversals, balances)
+        except domain.InvalidPayout as exc:
+            raise PermanentFailure(str(exc)) from exc
+        await repository.post_transactions(
+            session, [b.transaction for b in bookings if b.transaction.postings], now
+        )
+        await repository.insert_booked_payouts(session, event.batch_id, bookings, now)
+        for b in bookings:
+            if b.unrecovered > ZERO:
+                log.warning(
+                    "reversal %s of member %s: %s %s could not be taken back (unrecovered)",
+                    b.payout.payout_id, b.payout.member_id, b.unrecovered, b.payout.asset,
+                )
     total = sum((p.amount for p in new), ZERO)
     repository.add_batch(
         session,

@@ -116,7 +116,7 @@ async def test_a_crash_before_commit_is_retried_and_counts_once(
     envelope = paid_out(payout(m, "5.00"), payout(m, "2.50", asset="coins")).envelope(
         producer="points"
     )
-    real = repository.insert_booked_payouts
+    real = repository.book_credits
     calls = 0
 
     async def crash_once(*args: Any, **kwargs: Any) -> None:
@@ -126,7 +126,7 @@ async def test_a_crash_before_commit_is_retried_and_counts_once(
         if calls == 1:
             raise ConnectionResetError("database went away before commit")
 
-    monkeypatch.setattr(repository, "insert_booked_payouts", crash_once)
+    monkeypatch.setattr(repository, "book_credits", crash_once)
 
     with pytest.raises(ConnectionResetError):
         await deliver(app, envelope)

@@ -108,8 +108,8 @@ def test_the_event_json_sql_builds_is_the_json_pydantic_writes(amount_fen: int, 
         f"{to_fen(p.amount) % 100:02d}{p3}"
         for p in payouts
     )
-    e0, e1, e2, e3 = template.envelope
-    built = f"{e0}{event_id}{e1}{batch_id}{e2}{rows}{e3}"
+    e0, e1, e2, e3, e4 = template.envelope
+    built = f"{e0}{event_id}{e1}{batch_id}{e2}{batch_id}{e3}{rows}{e4}"
 
     event = FundsPaidOut(batch_id=batch_id, source="settlement", settlement_id=settlement_id,
                          payouts=tuple(payouts))

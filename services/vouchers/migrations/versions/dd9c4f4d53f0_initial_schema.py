@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 21df7d5ff31c
+Revision ID: dd9c4f4d53f0
 Revises: 
-Create Date: 2026-11-24 00:18:36.947374
+Create Date: 2026-11-24 02:15:01.935936
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 
-revision: str = '21df7d5ff31c'
+revision: str = 'dd9c4f4d53f0'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -34,6 +34,7 @@ def upgrade() -> None:
     sa.Column('batch_id', sa.Uuid(), nullable=False),
     sa.Column('member_id', sa.Uuid(), nullable=False),
     sa.Column('asset', sa.String(length=20), nullable=False),
+    sa.Column('account', sa.String(length=200), nullable=False),
     sa.Column('reason', sa.String(length=40), nullable=False),
     sa.Column('fund', sa.String(length=100), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
@@ -44,9 +45,6 @@ def upgrade() -> None:
     sa.Column('booked_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('payout_id')
     )
-    with op.batch_alter_table('booked_payouts', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_booked_payouts_batch_id'), ['batch_id'], unique=False)
-
     op.create_table('coin_redemptions',
     sa.Column('member_id', sa.Uuid(), nullable=False),
     sa.Column('redemption_id', sa.String(length=100), nullable=False),
@@ -82,9 +80,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('ledger_entries', schema=None) as batch_op:
-        batch_op.create_index('ix_ledger_entries_account_id', ['account', 'id'], unique=False)
+        batch_op.create_index('ix_ledger_entries_account_id', ['account', 'id'], unique=False, postgresql_where=sa.text('member_id IS NULL'), sqlite_where=sa.text('member_id IS NULL'))
         batch_op.create_index('ix_ledger_entries_member_id_id', ['member_id', 'id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_ledger_entries_transaction_id'), ['transaction_id'], unique=False)
 
     op.create_table('outbox',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -168,16 +165,12 @@ def downgrade() -> None:
 
     op.drop_table('outbox')
     with op.batch_alter_table('ledger_entries', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_ledger_entries_transaction_id'))
         batch_op.drop_index('ix_ledger_entries_member_id_id')
-        batch_op.drop_index('ix_ledger_entries_account_id')
+        batch_op.drop_index('ix_ledger_entries_account_id', postgresql_where=sa.text('member_id IS NULL'), sqlite_where=sa.text('member_id IS NULL'))
 
     op.drop_table('ledger_entries')
     op.drop_table('inbox')
     op.drop_table('coin_redemptions')
-    with op.batch_alter_table('booked_payouts', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_booked_payouts_batch_id'))
-
     op.drop_table('booked_payouts')
     op.drop_table('account_balances')
     # ### end Alembic commands ###
