@@ -215,8 +215,9 @@ class PayoutRecord(SQLModel, table=True):
     # A settlement inserts up to a million rows here in one statement, so every index
     # counts: none on member_id (no query reads payouts by member: members see their
     # positions here and their wallet in vouchers), order_id's holds only the rows that
-    # have one (a settlement's have none), and none on settlement_id (a settlement's
-    # payout ids are consecutive: settlements.first_payout_id … last_payout_id).
+    # have one (a settlement's have none), none on settlement_id (a settlement's payout
+    # ids are consecutive: settlements.first_payout_id … last_payout_id) and none on
+    # batch_id (only the audit groups by it, and it reads the whole table anyway).
     __table_args__ = (
         Index(
             "ix_payouts_order_id", "order_id",
@@ -226,7 +227,7 @@ class PayoutRecord(SQLModel, table=True):
     )
 
     payout_id: UUID = Field(primary_key=True)
-    batch_id: UUID = Field(index=True)
+    batch_id: UUID
     member_id: UUID
     asset: str = Field(max_length=16)
     amount: Decimal = Field(sa_type=MoneyColumn)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 7f207cb99251
+Revision ID: 789d27e0cfba
 Revises: 
-Create Date: 2026-11-24 00:42:33.768118
+Create Date: 2026-11-24 02:27:33.717405
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 
-revision: str = '7f207cb99251'
+revision: str = '789d27e0cfba'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -165,7 +165,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('payout_id')
     )
     with op.batch_alter_table('payouts', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_payouts_batch_id'), ['batch_id'], unique=False)
         batch_op.create_index('ix_payouts_order_id', ['order_id'], unique=False, postgresql_where=sa.text('order_id IS NOT NULL'), sqlite_where=sa.text('order_id IS NOT NULL'))
 
     op.create_table('pending_evaluations',
@@ -293,7 +292,6 @@ def downgrade() -> None:
     op.drop_table('pending_evaluations')
     with op.batch_alter_table('payouts', schema=None) as batch_op:
         batch_op.drop_index('ix_payouts_order_id', postgresql_where=sa.text('order_id IS NOT NULL'), sqlite_where=sa.text('order_id IS NOT NULL'))
-        batch_op.drop_index(batch_op.f('ix_payouts_batch_id'))
 
     op.drop_table('payouts')
     op.drop_table('payout_credits')
