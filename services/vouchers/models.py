@@ -74,7 +74,8 @@ class BookedPayout(SQLModel, table=True):
     __tablename__ = "booked_payouts"
 
     payout_id: UUID = Field(primary_key=True)
-    batch_id: UUID
+    #: Indexed: a batch's credits are derived from its rows (repository.book_credits).
+    batch_id: UUID = Field(index=True)
     member_id: UUID
     asset: str = Field(max_length=20)
     #: The wallet account it was booked into (so a batch is booked in set-based SQL).

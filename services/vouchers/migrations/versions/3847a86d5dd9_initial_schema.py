@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: dd9c4f4d53f0
+Revision ID: 3847a86d5dd9
 Revises: 
-Create Date: 2026-11-24 02:15:01.935936
+Create Date: 2026-11-24 03:05:30.489661
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 
-revision: str = 'dd9c4f4d53f0'
+revision: str = '3847a86d5dd9'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -45,6 +45,9 @@ def upgrade() -> None:
     sa.Column('booked_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('payout_id')
     )
+    with op.batch_alter_table('booked_payouts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_booked_payouts_batch_id'), ['batch_id'], unique=False)
+
     op.create_table('coin_redemptions',
     sa.Column('member_id', sa.Uuid(), nullable=False),
     sa.Column('redemption_id', sa.String(length=100), nullable=False),
@@ -171,6 +174,9 @@ def downgrade() -> None:
     op.drop_table('ledger_entries')
     op.drop_table('inbox')
     op.drop_table('coin_redemptions')
+    with op.batch_alter_table('booked_payouts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_booked_payouts_batch_id'))
+
     op.drop_table('booked_payouts')
     op.drop_table('account_balances')
     # ### end Alembic commands ###
