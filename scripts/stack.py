@@ -157,8 +157,12 @@ def wait_until_healthy(stack: Stack, timeout: float) -> None:
         for name in list(pending):
             proc = stack.procs[name]
             if proc.poll() is not None:
+                log_file = stack.var_dir / (name + ".log")
+                # The log may live in a temporary directory that is gone by the time
+                # anyone reads the error: quote its end here.
+                tail = log_file.read_text(errors="replace").splitlines()[-25:]
                 raise RuntimeError(
-                    f"{name} exited with {proc.returncode}; see {stack.var_dir / (name + '.log')}"
+                    f"{name} exited with {proc.returncode}; see {log_file}:\n" + "\n".join(tail)
                 )
             with contextlib.suppress(httpx.HTTPError):
                 body = httpx.get(stack.url(name) + "/health", timeout=1.0).json()
