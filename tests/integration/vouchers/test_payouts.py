@@ -243,3 +243,65 @@ async def test_a_credit_and_a_reversal_for_one_wallet_in_one_batch(
     figures = await totals(client, settings)
     assert figures["unrecovered"]["vouchers"] == "1.00"
     assert_books_right(figures)
+
+
+async def test_a_batch_that_credits_and_reverses_one_wallet_reverses_after_the_credits(
+    app: FastAPI, client: httpx.AsyncClient, settings: VouchersSettings
+) -> None:
+    # Credits are booked set-based, reversals payout by payout after them: the reversal
+    # sees the batch's own credit and takes no more than the wallet then holds.
+    m = uuid.uuid4()
+    order = uuid.uuid4()
+    batch = paid_out(
+        payout(m, "3.00", asset="coins", reason="gold_coins", order_id=order),
+        payout(m, "-5.00", asset="coins", reason="reversal", order_id=order),
+        source="refund",
+    )
+
+    await deliver(app, batch)
+
+    body = await wallet(client, settings, m)
+    assert body["balances"]["coins"] == "0.00"
+    assert [(e["amount"], e["balance_after"]) for e in reversed(body["entries"])] == [
+        ("3.00", "3.00"), ("-3.00", "0.00"),
+    ]
+    figures = await totals(client, settings)
+    assert figures["unrecovered"]["coins"] == "2.00"
+    assert_books_right(figures)
+    assert await outbox(app, "payouts.credited") == [
+        {"batch_id": str(batch.batch_id), "count": 2, "total": "-2.00"}
+    ]
+
+
+async def test_several_credits_to_one_wallet_in_a_batch_walk_its_balance_forward(
+    app: FastAPI, client: httpx.AsyncClient, settings: VouchersSettings
+) -> None:
+    m, other = uuid.uuid4(), uuid.uuid4()
+    settlement = uuid.uuid4()
+    await deliver(app, paid_out(payout(m, "1.00", settlement_id=settlement),
+                                source="settlement"))
+    batch = paid_out(
+        payout(m, "2.00", settlement_id=settlement),
+        payout(other, "7.00", settlement_id=settlement),
+        payout(m, "0.50", settlement_id=settlement),
+        payout(m, "0.00", settlement_id=settlement),
+        source="settlement",
+    )
+
+    await deliver(app, batch)
+
+    body = await wallet(client, settings, m)
+    assert body["balances"]["vouchers"] == "3.50"
+    # Oldest first, each entry's balance_after is the one before it plus its amount (the
+    # batch's entries in payout_id order), ending at the balance; a zero payout is
+    # booked but moves nothing, so it writes no entry.
+    walked = [(D(e["amount"]), D(e["balance_after"])) for e in reversed(body["entries"])]
+    assert sorted(amount for amount, _ in walked) == [D("0.50"), D("1.00"), D("2.00")]
+    running = D("0.00")
+    for amount, balance_after in walked:
+        running += amount
+        assert balance_after == running
+    assert running == D("3.50")
+    figures = await totals(client, settings)
+    assert figures["payouts"] == {"count": 5, "total": "10.50"}
+    assert_books_right(figures)
