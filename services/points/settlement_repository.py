@@ -659,38 +659,30 @@ async def insert_payout_events(
     if batches == 0:
         return 0
     if is_postgresql(session):
-        await _insert_payout_events_postgresql(
-            session, ids, batches, template, topic=topic, event_type=event_type,
-            created_at=created_at,
-        )
+        await _prefer_lz4(session)
+        sql = _PAYOUT_EVENTS_POSTGRESQL
     else:
-        await _insert_payout_events_sqlite(
-            session, ids, batches, template, topic=topic, event_type=event_type,
-            created_at=created_at,
-        )
+        sql = _PAYOUT_EVENTS_SQLITE
+    e0, e1, e2, e3, e4 = template.envelope
+    p0, p1, p2, p3 = template.payout
+    params: dict[str, Any] = {
+        "batches": batches, "per_event": ids.per_event, "topic": topic,
+        "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
+        "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
+        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "e4": e4, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
+    }
+    await _execute(session, _statement(sql, **params))
     session.info["has_events"] = True  # wakes the outbox relay after commit
     return batches
 
 
-async def _insert_payout_events_postgresql(
-    session: AsyncSession,
-    ids: PayoutIds,
-    batches: int,
-    template: EventTemplate,
-    *,
-    topic: str,
-    event_type: str,
-    created_at: datetime,
-) -> None:
+def _payout_events_postgresql() -> str:
     """PostgreSQL: one INSERT … SELECT; batch n's payouts string_agg'ed from a key range."""
-    await _prefer_lz4(session)
-    e0, e1, e2, e3, e4 = template.envelope
-    p0, p1, p2, p3 = template.payout
     first = _hex_id(True, "payout_prefix", "(b.n * :per_event + 1)")
     last = _hex_id(True, "payout_prefix", "((b.n + 1) * :per_event)")
     event_id = _hex_id(True, "event_prefix", "b.n")
     batch_id = _hex_id(True, "batch_prefix", "b.n")
-    sql = f"""
+    return f"""
         INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
         SELECT {event_id}, CAST(:topic AS text), CAST({batch_id} AS text),
                CAST(:event_type AS text),
@@ -709,13 +701,6 @@ async def _insert_payout_events_postgresql(
         FROM generate_series(0, CAST(:batches AS bigint) - 1) AS b(n)
         ORDER BY b.n
     """
-    params: dict[str, Any] = {
-        "batches": batches, "per_event": ids.per_event, "topic": topic,
-        "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
-        "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
-        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "e4": e4, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
-    }
-    await _execute(session, _statement(sql, **params))
 
 
 def _dashed(column: str) -> str:
@@ -727,24 +712,13 @@ def _dashed(column: str) -> str:
     )
 
 
-async def _insert_payout_events_sqlite(
-    session: AsyncSession,
-    ids: PayoutIds,
-    batches: int,
-    template: EventTemplate,
-    *,
-    topic: str,
-    event_type: str,
-    created_at: datetime,
-) -> None:
+def _payout_events_sqlite() -> str:
     """SQLite: the same INSERT … SELECT, with group_concat and UUIDs dashed by substr."""
-    e0, e1, e2, e3, e4 = template.envelope
-    p0, p1, p2, p3 = template.payout
     first = _hex_id(False, "payout_prefix", "(b.n * :per_event + 1)")
     last = _hex_id(False, "payout_prefix", "((b.n + 1) * :per_event)")
     event_id = _hex_id(False, "event_prefix", "b.n")
     batch_id = _hex_id(False, "batch_prefix", "b.n")
-    sql = f"""
+    return f"""
         WITH RECURSIVE b(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM b WHERE n + 1 < :batches)
         INSERT INTO outbox (event_id, topic, key, type, payload, created_at)
         SELECT {event_id}, :topic, {_dashed(batch_id)}, :event_type,
@@ -760,13 +734,11 @@ async def _insert_payout_events_sqlite(
         FROM b
         ORDER BY b.n
     """
-    params: dict[str, Any] = {
-        "batches": batches, "per_event": ids.per_event, "topic": topic,
-        "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
-        "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
-        "e0": e0, "e1": e1, "e2": e2, "e3": e3, "e4": e4, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
-    }
-    await _execute(session, _statement(sql, **params))
+
+
+#: The statements are the same for every settlement (only their parameters change).
+_PAYOUT_EVENTS_POSTGRESQL = _payout_events_postgresql()
+_PAYOUT_EVENTS_SQLITE = _payout_events_sqlite()
 
 
 # --- reading settlements ------------------------------------------------------------------------

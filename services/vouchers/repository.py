@@ -67,9 +67,13 @@ def lock_order(account: str) -> tuple[bool, str]:
     return (account.startswith("source:"), account)
 
 
+def _postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _in_lock_order(session: AsyncSession, account: Any) -> tuple[Any, Any]:
     """ORDER BY terms for :func:`lock_order` (code point order, whatever the collation)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _postgresql(session):
         account = account.collate("C")
     return account.startswith("source:"), account
 
@@ -81,8 +85,7 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 def _insert(session: AsyncSession, table: Table) -> Any:
     """The dialect's INSERT (both have ON CONFLICT with the same signature)."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if _postgresql(session) else sqlite.insert)(table)
 
 
 # --- balances and entries --------------------------------------------------------------
@@ -140,7 +143,7 @@ async def _add_to_balances(
     if not deltas:
         return {}
     ordered = sorted(deltas.items(), key=lambda item: lock_order(item[0]))
-    if session.get_bind().dialect.name == "postgresql":
+    if _postgresql(session):
         # A settlement batch touches 2,000 wallets: one array per column instead of
         # 10,000 bind parameters.
         result = await (await session.connection()).execute(
@@ -215,7 +218,7 @@ async def post_transactions(
         for account, d in deltas.items()
         if d.delta < ZERO and domain.must_stay_non_negative(account)
     }
-    if guarded and len(deltas) > 1 and session.get_bind().dialect.name == "postgresql":
+    if guarded and len(deltas) > 1 and _postgresql(session):
         # The guarded debits run before the upsert: lock every existing row in
         # lock_order first. (Without debits the upsert alone locks in that order.)
         await get_balances(session, deltas, for_update=True)
@@ -284,7 +287,7 @@ def add_batch(session: AsyncSession, batch: PayoutBatch) -> None:
 
 async def booked_payout_ids(session: AsyncSession, payout_ids: Sequence[UUID]) -> set[UUID]:
     """Which of *payout_ids* were booked already (by an earlier batch)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _postgresql(session):
         # One array parameter, not 2,000 (the statement then costs no more than it reads).
         connection = await session.connection()
         return set((await connection.execute(_BOOKED_AMONG, {"ids": list(payout_ids)})).scalars())
@@ -314,12 +317,17 @@ async def insert_booked_payouts(
 ) -> None:
     """Record each booked payout once (its payout_id is the key)."""
     await bulk_insert(session, PAYOUTS, _PAYOUT_COLUMNS, [
-        (b.payout.payout_id, batch_id, b.payout.member_id, b.payout.asset,
-         domain.wallet_account(b.payout.member_id, b.payout.asset), b.payout.reason,
-         b.payout.fund, b.payout.amount, b.applied, b.unrecovered, b.payout.order_id,
-         b.payout.settlement_id, now)
-        for b in bookings
+        _payout_row(b.payout, batch_id, b.applied, b.unrecovered, now) for b in bookings
     ])
+
+
+def _payout_row(
+    p: Payout, batch_id: UUID, applied: Decimal, unrecovered: Decimal, now: datetime
+) -> tuple[Any, ...]:
+    """A booked_payouts row, in :data:`_PAYOUT_COLUMNS` order."""
+    account = domain.wallet_account(p.member_id, p.asset)
+    return (p.payout_id, batch_id, p.member_id, p.asset, account, p.reason, p.fund, p.amount,
+            applied, unrecovered, p.order_id, p.settlement_id, now)
 
 
 async def book_credits(
@@ -338,9 +346,7 @@ async def book_credits(
     rows = []
     groups: dict[tuple[domain.Asset, str, str, UUID | None, UUID | None], Decimal] = {}
     for p in payouts:
-        account = domain.wallet_account(p.member_id, p.asset)
-        rows.append((p.payout_id, batch_id, p.member_id, p.asset, account, p.reason, p.fund,
-                     p.amount, p.amount, ZERO, p.order_id, p.settlement_id, now))
+        rows.append(_payout_row(p, batch_id, p.amount, ZERO, now))
         key = (p.asset, p.reason, p.fund, p.order_id, p.settlement_id)
         groups[key] = groups.get(key, ZERO) + p.amount
     await bulk_insert(session, PAYOUTS, _PAYOUT_COLUMNS, rows)
@@ -359,9 +365,8 @@ async def book_credits(
         index_elements=[BALANCES.c.account],
         set_={"balance": BALANCES.c.balance + upsert.excluded.balance},
     )
-    postgresql_ = session.get_bind().dialect.name == "postgresql"
     new_balances: Any
-    if postgresql_:
+    if _postgresql(session):
         # One statement: the entries join the upsert's RETURNING (a hash join over the
         # batch) instead of looking up 2,000 balance rows again.
         new_balances = credit_wallets.returning(BALANCES.c.account, BALANCES.c.balance).cte(
@@ -387,7 +392,7 @@ async def book_credits(
         .where(*of_batch)
         .order_by(bp.c.payout_id),
     )
-    if postgresql_:
+    if _postgresql(session):
         entries_of_batch = entries_of_batch.add_cte(new_balances)
     await session.exec(entries_of_batch)
 
