@@ -27,7 +27,12 @@ from services.points.models import (
 from services.points.settings import PointsSettings
 from services.points.settlement import settlement_scheduler
 from services.points.settlement_api import router as settlement_router
-from services.points.settlement_models import Cohort, Settlement, SettlementCohort
+from services.points.settlement_models import (
+    Cohort,
+    Settlement,
+    SettlementBatch,
+    SettlementCohort,
+)
 from shared.app import MESSAGING_TABLES, Schema, ServiceDefinition, create_service_app
 from shared.clock import Clock
 from shared.events import POINTS_TOPIC
@@ -40,7 +45,7 @@ OWN_TABLES: list[Table] = [
     for model in (
         Pool, Period, Position, PointEntry, OrderGiveback, OrderReward,
         PendingEvaluation, FundEntry, PayoutRecord, OrderRefund, PayoutCredit,
-        Settlement, SettlementCohort, Cohort,
+        Settlement, SettlementBatch, SettlementCohort, Cohort,
     )
 ]
 TABLES: list[Table] = [*OWN_TABLES, *MESSAGING_TABLES]

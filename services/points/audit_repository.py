@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, exists, func, or_, type_coerce
+from sqlalchemy import BigInteger, exists, func, or_, type_coerce, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,6 +29,7 @@ from services.points.models import (
     Pool,
     Position,
 )
+from services.points.settlement_models import SettlementBatch
 from shared.money import ZERO
 
 
@@ -254,11 +255,13 @@ async def refund_figures(session: AsyncSession) -> RefundFigures:
 
 async def vouchers_released(session: AsyncSession) -> Decimal:
     """Σ vouchers paid out of give-back money: rewards and settlements (RULES 1.7)."""
-    return await _sum(
+    rewards = await _sum(
         session, col(PayoutRecord.amount),
         col(PayoutRecord.asset) == "vouchers",
-        col(PayoutRecord.reason).in_(("binding_reward", "invite_reward", "settlement")),
+        col(PayoutRecord.reason).in_(("binding_reward", "invite_reward")),
     )
+    # Every settlement payout is vouchers (its batches keep the totals).
+    return rewards + await _sum(session, col(SettlementBatch.total))
 
 
 # --- 6. payouts emitted and credited ---------------------------------------------------------
@@ -283,16 +286,20 @@ class PayoutFigures:
 
 
 async def payout_figures(session: AsyncSession, *, limit: int) -> PayoutFigures:
-    batches = (
+    # Every batch points emitted: those of the payouts rows (rewards, coins, reversals)
+    # and those of the settlements, which keep a row per batch only.
+    batches = union_all(
         select(
             PayoutRecord.batch_id.label("batch_id"),  # type: ignore[attr-defined]
             func.count().label("payouts"),
             func.sum(col(PayoutRecord.amount)).label("total"),
             func.min(col(PayoutRecord.created_at)).label("created_at"),
-        )
-        .group_by(col(PayoutRecord.batch_id))
-        .subquery()
-    )
+        ).group_by(col(PayoutRecord.batch_id)),
+        select(
+            col(SettlementBatch.batch_id), col(SettlementBatch.payouts),
+            col(SettlementBatch.total), col(SettlementBatch.created_at),
+        ),
+    ).subquery()
     emitted = (
         await session.exec(
             select(func.count(), func.sum(batches.c.payouts), func.sum(batches.c.total))
@@ -329,7 +336,7 @@ async def payout_figures(session: AsyncSession, *, limit: int) -> PayoutFigures:
     unknown = (
         await session.exec(
             select(PayoutCredit.batch_id)
-            .where(~exists().where(col(PayoutRecord.batch_id) == col(PayoutCredit.batch_id)))
+            .where(~exists().where(batches.c.batch_id == col(PayoutCredit.batch_id)))
             .limit(limit)
         )
     ).all()

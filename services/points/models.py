@@ -209,15 +209,13 @@ class FundEntry(SQLModel, table=True):
 
 
 class PayoutRecord(SQLModel, table=True):
-    """A payout into a member's wallet (sent to vouchers in a ``funds.paid_out`` event)."""
+    """A payout into a member's wallet (sent to vouchers in a ``funds.paid_out`` event):
+    rewards, gold coins and their reversals. A settlement's payouts have no row here: they
+    travel in their events and ``settlement_batches`` counts them.
+    """
 
     __tablename__ = "payouts"
-    # A settlement inserts up to a million rows here in one statement, so every index
-    # counts: none on member_id (no query reads payouts by member: members see their
-    # positions here and their wallet in vouchers), order_id's holds only the rows that
-    # have one (a settlement's have none), none on settlement_id (a settlement's payout
-    # ids are consecutive: settlements.first_payout_id … last_payout_id) and none on
-    # batch_id (only the audit groups by it, and it reads the whole table anyway).
+    # Read by order (a refund reverses the order's payouts) and, whole, by the audit.
     __table_args__ = (
         Index(
             "ix_payouts_order_id", "order_id",

@@ -410,6 +410,7 @@ async def _settle_period(
     # RULES 1.3: cohort n takes part from this settlement on, remembering I_c = I_n.
     repo.add_cohort(session, pool, number, index)
     await session.flush()
+    await repo.start_settlement_payouts(session)
     # Every cohort's budget is cohort_share × B, of the same B (the balance at the start).
     budget = cohort_budget(fund_before, rules)
     budget_fen = budget.scaleb(2)
@@ -431,10 +432,7 @@ async def _settle_period(
             )
             continue
         release = replace(release, total_fen=figures.total_entitlement)
-        paid_count, paid = await repo.insert_cohort_payouts(
-            session, release, ids, offset=offset, settlement_id=settlement_id, fund=fund,
-            at=due.due_at,
-        )
+        paid_count, paid = await repo.insert_cohort_payouts(session, release, offset=offset)
         await repo.update_cohort_positions(session, release)
         settlements = cohort.settlements + 1
         closed = settlements >= rules.max_settlements
@@ -462,10 +460,16 @@ async def _settle_period(
         template = EventTemplate.make(
             settlement_id=settlement_id, fund=fund, producer=PRODUCER, occurred_at=due.due_at
         )
+        await repo.index_settlement_payouts(session)
         events = await repo.insert_payout_events(
             session, ids, payouts=offset, topic=POINTS_TOPIC, event_type=FundsPaidOut.TYPE,
             template=template, created_at=datetime.now(UTC),
         )
+        # Dated like the rest of the settlement's books: the due instant.
+        await repo.insert_settlement_batches(
+            session, ids, settlement_id=settlement_id, created_at=due.due_at
+        )
+    await repo.end_settlement_payouts(session)
     repo.add_settlement_fund_entries(
         session, settlement_id, pool, [(number, c.cohort, c.paid) for c in cohort_rows],
         due.due_at,

@@ -49,10 +49,30 @@ class Settlement(SQLModel, table=True):
     cohorts: int
     #: How many ``funds.paid_out`` events carried the payouts.
     payout_events: int
-    #: The settlement's payouts are the ``payouts`` rows with ids in this range (their
-    #: ids are consecutive; a primary-key range scan finds them). None when none was paid.
+    #: The ids of the settlement's payouts are consecutive, from first to last (each
+    #: travels in its event; :class:`SettlementBatch` has each batch's range). None when
+    #: none was paid.
     first_payout_id: UUID | None = None
     last_payout_id: UUID | None = None
+    created_at: datetime
+
+
+class SettlementBatch(SQLModel, table=True):
+    """One ``funds.paid_out`` event of a settlement: how many payouts it carried, and how much.
+
+    Points keeps no row per payout of a settlement (see
+    :mod:`services.points.settlement_repository`); the audit reconciles these batches with
+    the ``payouts.credited`` vouchers sends back for each (RULES 1.7).
+    """
+
+    __tablename__ = "settlement_batches"
+
+    batch_id: UUID = Field(primary_key=True)
+    settlement_id: UUID = Field(index=True)
+    payouts: int
+    total: Decimal = Field(sa_type=MoneyColumn)
+    first_payout_id: UUID
+    last_payout_id: UUID
     created_at: datetime
 
 

@@ -2,8 +2,14 @@
 
 A settlement over a million positions must not loop over rows in Python. Per eligible
 cohort it runs one aggregate (how many open positions, Σ entitlement), one
-``INSERT … SELECT`` of the payouts, one ``UPDATE`` of the positions; per settlement one
-``INSERT … SELECT`` of the batched ``funds.paid_out`` outbox rows, their JSON built in SQL.
+``INSERT … SELECT`` of what each position is paid into a temporary table, one ``UPDATE``
+of the positions; per settlement one ``INSERT … SELECT`` of the batched ``funds.paid_out``
+outbox rows, their JSON built in SQL, and one of the batches' counts and totals.
+
+Points keeps no row per payout of a settlement: writing a million of them took half the
+settlement's time. Each payout is in its event (and booked one by one in vouchers);
+points keeps the positions' ``released``, each batch's count and total
+(:class:`~services.points.settlement_models.SettlementBatch`) and the settlement's record.
 
 Exact integer-fen arithmetic, agreeing to the fen with :mod:`services.points.domain.release`:
 
@@ -468,6 +474,26 @@ class PayoutIds:
     def payout_id(self, counter: int) -> UUID:
         return UUID(hex=f"{self.payout_prefix}{counter:016x}")
 
+    @property
+    def payout_text_prefix(self) -> str:
+        """The first 19 characters of every payout id's text: ``xxxxxxxx-xxxx-xxxx-``."""
+        p = self.payout_prefix
+        return f"{p[:8]}-{p[8:12]}-{p[12:16]}-"
+
+
+def _payout_text(postgresql: bool, counter_sql: str) -> str:
+    """SQL of a payout id's canonical text, straight from its counter (no UUID round trip):
+    the dashed prefix, then the counter's 16 hex digits as ``xxxx-xxxxxxxxxxxx``."""
+    if postgresql:
+        return (
+            f"(CAST(:payout_text AS text) || lpad(to_hex({counter_sql} >> 48), 4, '0') || '-' "
+            f"|| lpad(to_hex({counter_sql} & 281474976710655), 12, '0'))"
+        )
+    return (
+        f"(:payout_text || printf('%04x-%012x', {counter_sql} >> 48, "
+        f"{counter_sql} & 281474976710655))"
+    )
+
 
 def _hex_id(postgresql: bool, prefix_param: str, counter_sql: str) -> str:
     """SQL of a UUID made of a 16-hex-digit prefix parameter and a counter."""
@@ -478,32 +504,60 @@ def _hex_id(postgresql: bool, prefix_param: str, counter_sql: str) -> str:
     return f"printf('%s%016x', :{prefix_param}, {counter_sql})"
 
 
-async def insert_cohort_payouts(
-    session: AsyncSession,
-    release: CohortRelease,
-    ids: PayoutIds,
-    *,
-    offset: int,
-    settlement_id: UUID,
-    fund: str,
-    at: datetime,
-) -> tuple[int, Decimal]:
-    """One payout row per position of the cohort that is paid more than 0 (INSERT … SELECT).
+#: What each position is paid while a settlement runs: seq numbers the settlement's
+#: payouts 1, 2, … (payout n's id is made from n), paid is in fen. Temporary: no WAL, no
+#: row outlives the transaction (PostgreSQL drops the table at commit; SQLite's rows are
+#: deleted by :func:`end_settlement_payouts`).
+_SETTLEMENT_PAYOUTS_POSTGRESQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS settlement_payouts "
+    "(seq bigint NOT NULL, member_id uuid NOT NULL, paid bigint NOT NULL) ON COMMIT DROP"
+)
+# INTEGER PRIMARY KEY is SQLite's rowid: the index on seq costs nothing.
+_SETTLEMENT_PAYOUTS_SQLITE = (
+    "CREATE TEMP TABLE IF NOT EXISTS settlement_payouts "
+    "(seq INTEGER PRIMARY KEY, member_id CHAR(32) NOT NULL, paid INTEGER NOT NULL)"
+)
 
-    Payouts are numbered ``offset + 1 …`` within the settlement; every ``per_event`` of
-    them share a batch (one ``funds.paid_out`` event). Returns (how many, Σ paid).
+
+async def start_settlement_payouts(session: AsyncSession) -> None:
+    """An empty ``settlement_payouts`` table for this settlement (one transaction may run
+    several settlements of a pool, one after the other)."""
+    if is_postgresql(session):
+        await _execute(session, text(_SETTLEMENT_PAYOUTS_POSTGRESQL))
+        await _execute(session, text("TRUNCATE settlement_payouts"))
+    else:
+        await _execute(session, text(_SETTLEMENT_PAYOUTS_SQLITE))
+        await _execute(session, text("DELETE FROM temp.settlement_payouts"))
+
+
+async def index_settlement_payouts(session: AsyncSession) -> None:
+    """PostgreSQL: index seq once every cohort's rows are in (an index built afterwards
+    costs a fraction of one maintained row by row); the events read it by ranges."""
+    if is_postgresql(session):
+        await _execute(
+            session,
+            text("CREATE INDEX IF NOT EXISTS settlement_payouts_seq ON settlement_payouts (seq)"),
+        )
+
+
+async def end_settlement_payouts(session: AsyncSession) -> None:
+    """SQLite: empty the connection's temporary table (PostgreSQL drops it at commit)."""
+    if not is_postgresql(session):
+        await _execute(session, text("DELETE FROM temp.settlement_payouts"))
+
+
+async def insert_cohort_payouts(
+    session: AsyncSession, release: CohortRelease, *, offset: int
+) -> tuple[int, Decimal]:
+    """What each position of the cohort is paid, if more than 0 (one INSERT … SELECT).
+
+    The payouts are numbered ``offset + 1 …`` within the settlement; every ``per_event``
+    of them share a batch (one ``funds.paid_out`` event). Returns (how many, Σ paid).
     """
     postgresql = is_postgresql(session)
-    counter = "(:offset + t.rn)"
-    batch = "((:offset + t.rn - 1) / :per_event)"
     sql = f"""
-        INSERT INTO payouts (payout_id, batch_id, member_id, asset, amount, reason, fund,
-                             order_id, settlement_id, created_at)
-        SELECT {_hex_id(postgresql, "payout_prefix", counter)},
-               {_hex_id(postgresql, "batch_prefix", batch)},
-               t.member_id, 'vouchers', t.paid, 'settlement', :fund, NULL,
-               {"CAST(:settlement_id AS uuid)" if postgresql else ":settlement_id"},
-               {"CAST(:at AS timestamptz)" if postgresql else ":at"}
+        INSERT INTO settlement_payouts (seq, member_id, paid)
+        SELECT :offset + t.rn, t.member_id, t.paid
         FROM (
             SELECT s.member_id, s.paid, row_number() OVER () AS rn
             FROM (
@@ -513,11 +567,7 @@ async def insert_cohort_payouts(
             WHERE s.paid > 0
         ) AS t
     """
-    params = _release_params(postgresql, release) | {
-        "offset": offset, "per_event": ids.per_event, "payout_prefix": ids.payout_prefix,
-        "batch_prefix": ids.batch_prefix, "fund": fund, "settlement_id": settlement_id,
-        "at": at,
-    }
+    params = _release_params(postgresql, release) | {"offset": offset}
     result = await _execute(session, _statement(sql, **params))
     count = int(result.rowcount)
     if count == 0:
@@ -526,9 +576,8 @@ async def insert_cohort_payouts(
         # Every entitlement is paid in full, zeros included: Σ paid is Σ entitlement.
         return count, from_fen(release.total_fen)
     total_sql = _statement(
-        "SELECT COALESCE(SUM(amount), 0) FROM payouts "
-        "WHERE payout_id >= :first AND payout_id <= :last",
-        first=ids.payout_id(offset + 1), last=ids.payout_id(offset + count),
+        "SELECT COALESCE(SUM(paid), 0) FROM settlement_payouts WHERE seq > :offset",
+        offset=offset,
     )
     total = (await _execute(session, total_sql)).scalar_one()
     return count, from_fen(int(total))
@@ -650,10 +699,10 @@ async def insert_payout_events(
 ) -> int:
     """One outbox row per batch of the settlement's *payouts*: a ``funds.paid_out`` envelope.
 
-    Batch n holds the payouts numbered ``n × per_event + 1 …``, read by one primary-key
-    range scan each, and its JSON is assembled in SQL from :class:`EventTemplate`
-    (set-based: a million payouts never become Python objects, nor a huge hash
-    aggregate). Returns how many events were written.
+    Batch n holds the payouts numbered ``n × per_event + 1 …``, read from
+    ``settlement_payouts`` by one range scan each, and its JSON is assembled in SQL from
+    :class:`EventTemplate` (set-based: a million payouts never become Python objects,
+    nor a huge hash aggregate). Returns how many events were written.
     """
     batches = -(-payouts // ids.per_event)
     if batches == 0:
@@ -668,7 +717,7 @@ async def insert_payout_events(
     params: dict[str, Any] = {
         "batches": batches, "per_event": ids.per_event, "topic": topic,
         "event_type": event_type, "created_at": created_at, "event_prefix": ids.event_prefix,
-        "batch_prefix": ids.batch_prefix, "payout_prefix": ids.payout_prefix,
+        "batch_prefix": ids.batch_prefix, "payout_text": ids.payout_text_prefix,
         "e0": e0, "e1": e1, "e2": e2, "e3": e3, "e4": e4, "p0": p0, "p1": p1, "p2": p2, "p3": p3,
     }
     await _execute(session, _statement(sql, **params))
@@ -676,10 +725,34 @@ async def insert_payout_events(
     return batches
 
 
+async def insert_settlement_batches(
+    session: AsyncSession, ids: PayoutIds, *, settlement_id: UUID, created_at: datetime
+) -> None:
+    """One :class:`SettlementBatch` per event: its payouts' count, total and id range."""
+    postgresql = is_postgresql(session)
+    batch = "((seq - 1) / :per_event)"
+    settlement = "CAST(:settlement_id AS uuid)" if postgresql else ":settlement_id"
+    at = "CAST(:created_at AS timestamptz)" if postgresql else ":created_at"
+    sql = f"""
+        INSERT INTO settlement_batches (batch_id, settlement_id, payouts, total,
+                                        first_payout_id, last_payout_id, created_at)
+        SELECT {_hex_id(postgresql, "batch_prefix", "b.n")}, {settlement}, b.payouts, b.total,
+               {_hex_id(postgresql, "payout_prefix", "b.first")},
+               {_hex_id(postgresql, "payout_prefix", "b.last")}, {at}
+        FROM (
+            SELECT {batch} AS n, count(*) AS payouts, SUM(paid) AS total,
+                   MIN(seq) AS first, MAX(seq) AS last
+            FROM settlement_payouts GROUP BY {batch}
+        ) AS b
+    """
+    await _execute(session, _statement(
+        sql, per_event=ids.per_event, batch_prefix=ids.batch_prefix,
+        payout_prefix=ids.payout_prefix, settlement_id=settlement_id, created_at=created_at,
+    ))
+
+
 def _payout_events_postgresql() -> str:
-    """PostgreSQL: one INSERT … SELECT; batch n's payouts string_agg'ed from a key range."""
-    first = _hex_id(True, "payout_prefix", "(b.n * :per_event + 1)")
-    last = _hex_id(True, "payout_prefix", "((b.n + 1) * :per_event)")
+    """PostgreSQL: one INSERT … SELECT; batch n's payouts string_agg'ed from a seq range."""
     event_id = _hex_id(True, "event_prefix", "b.n")
     batch_id = _hex_id(True, "batch_prefix", "b.n")
     return f"""
@@ -690,12 +763,13 @@ def _payout_events_postgresql() -> str:
                || CAST({batch_id} AS text) || CAST(:e2 AS text)
                || CAST({batch_id} AS text) || CAST(:e3 AS text)
                || (SELECT string_agg(
-                       CAST(:p0 AS text) || CAST(payout_id AS text) || CAST(:p1 AS text)
+                       CAST(:p0 AS text) || {_payout_text(True, "seq")} || CAST(:p1 AS text)
                        || CAST(member_id AS text) || CAST(:p2 AS text)
-                       || CAST(amount / 100 AS text) || '.'
-                       || lpad(CAST(amount % 100 AS text), 2, '0') || CAST(:p3 AS text),
-                       ',')
-                   FROM payouts WHERE payout_id BETWEEN {first} AND {last})
+                       || CAST(paid / 100 AS text) || '.'
+                       || lpad(CAST(paid % 100 AS text), 2, '0') || CAST(:p3 AS text),
+                       ',' ORDER BY seq)
+                   FROM settlement_payouts
+                   WHERE seq BETWEEN b.n * :per_event + 1 AND (b.n + 1) * :per_event)
                || CAST(:e4 AS text),
                CAST(:created_at AS timestamptz)
         FROM generate_series(0, CAST(:batches AS bigint) - 1) AS b(n)
@@ -713,9 +787,10 @@ def _dashed(column: str) -> str:
 
 
 def _payout_events_sqlite() -> str:
-    """SQLite: the same INSERT … SELECT, with group_concat and UUIDs dashed by substr."""
-    first = _hex_id(False, "payout_prefix", "(b.n * :per_event + 1)")
-    last = _hex_id(False, "payout_prefix", "((b.n + 1) * :per_event)")
+    """SQLite: the same INSERT … SELECT, with group_concat and UUIDs dashed by substr.
+
+    The rows of a rowid range come in rowid (seq) order: group_concat keeps it.
+    """
     event_id = _hex_id(False, "event_prefix", "b.n")
     batch_id = _hex_id(False, "batch_prefix", "b.n")
     return f"""
@@ -725,10 +800,11 @@ def _payout_events_sqlite() -> str:
                :e0 || {_dashed(event_id)} || :e1 || {_dashed(batch_id)} || :e2
                || {_dashed(batch_id)} || :e3
                || (SELECT group_concat(
-                       :p0 || {_dashed("payout_id")} || :p1 || {_dashed("member_id")}
-                       || :p2 || printf('%d.%02d', amount / 100, amount % 100) || :p3,
+                       :p0 || {_payout_text(False, "seq")} || :p1 || {_dashed("member_id")}
+                       || :p2 || printf('%d.%02d', paid / 100, paid % 100) || :p3,
                        ',')
-                   FROM payouts WHERE payout_id BETWEEN {first} AND {last})
+                   FROM settlement_payouts
+                   WHERE seq BETWEEN b.n * :per_event + 1 AND (b.n + 1) * :per_event)
                || :e4,
                :created_at
         FROM b
