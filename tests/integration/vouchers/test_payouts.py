@@ -106,6 +106,32 @@ async def test_a_batch_republished_under_a_new_event_id_is_not_booked_again(
     assert (await totals(client, settings))["payouts"] == {"count": 1, "total": "7.00"}
 
 
+async def test_a_large_batch_that_repeats_a_booked_payout_books_only_the_others(
+    app: FastAPI, client: httpx.AsyncClient, settings: VouchersSettings
+) -> None:
+    # A large batch is booked set-based; one payout of it booked before (by another
+    # batch) is still skipped, and every other one booked once.
+    settlement = uuid.uuid4()
+    first = paid_out(
+        *(payout(uuid.uuid4(), "1.00", settlement_id=settlement) for _ in range(150)),
+        source="settlement",
+    )
+    await deliver(app, first)
+    again = first.payouts[77]
+    fresh = [payout(uuid.uuid4(), "2.00", settlement_id=settlement) for _ in range(149)]
+    second = paid_out(*fresh[:10], again, *fresh[10:], source="settlement")
+
+    assert await deliver(app, second) is True
+
+    assert (await balances(client, settings, again.member_id))["vouchers"] == D("1.00")
+    assert (await balances(client, settings, fresh[100].member_id))["vouchers"] == D("2.00")
+    credited = await outbox(app, "payouts.credited")
+    assert [(c["count"], c["total"]) for c in credited] == [(150, "150.00"), (149, "298.00")]
+    figures = await totals(client, settings)
+    assert figures["payouts"] == {"count": 299, "total": "448.00"}
+    assert_books_right(figures)
+
+
 async def test_a_crash_before_commit_is_retried_and_counts_once(
     app: FastAPI,
     client: httpx.AsyncClient,
