@@ -500,8 +500,6 @@ async def _settle_period(
         positions_paid=offset,
         cohorts=len(cohort_rows),
         payout_events=events,
-        first_payout_id=ids.payout_id(1) if offset else None,
-        last_payout_id=ids.payout_id(offset) if offset else None,
         created_at=datetime.now(UTC),
     )
     repo.add_settlement(session, settlement, cohort_rows)

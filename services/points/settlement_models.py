@@ -49,11 +49,6 @@ class Settlement(SQLModel, table=True):
     cohorts: int
     #: How many ``funds.paid_out`` events carried the payouts.
     payout_events: int
-    #: The ids of the settlement's payouts are consecutive, from first to last (each
-    #: travels in its event; :class:`SettlementBatch` has each batch's range). None when
-    #: none was paid.
-    first_payout_id: UUID | None = None
-    last_payout_id: UUID | None = None
     created_at: datetime
 
 
@@ -71,6 +66,7 @@ class SettlementBatch(SQLModel, table=True):
     settlement_id: UUID = Field(index=True)
     payouts: int
     total: Decimal = Field(sa_type=MoneyColumn)
+    #: A settlement's payout ids are consecutive: the batch holds those from first to last.
     first_payout_id: UUID
     last_payout_id: UUID
     created_at: datetime

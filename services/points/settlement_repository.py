@@ -471,9 +471,6 @@ class PayoutIds:
     event_prefix: str
     per_event: int
 
-    def payout_id(self, counter: int) -> UUID:
-        return UUID(hex=f"{self.payout_prefix}{counter:016x}")
-
     @property
     def payout_text_prefix(self) -> str:
         """The first 19 characters of every payout id's text: ``xxxxxxxx-xxxx-xxxx-``."""

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: fd90e547bc8c
+Revision ID: 8e5f0a47b120
 Revises: 
-Create Date: 2026-11-24 04:41:50.881293
+Create Date: 2026-11-24 05:14:39.113558
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 
-revision: str = 'fd90e547bc8c'
+revision: str = '8e5f0a47b120'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -276,8 +276,6 @@ def upgrade() -> None:
     sa.Column('positions_paid', sa.Integer(), nullable=False),
     sa.Column('cohorts', sa.Integer(), nullable=False),
     sa.Column('payout_events', sa.Integer(), nullable=False),
-    sa.Column('first_payout_id', sa.Uuid(), nullable=True),
-    sa.Column('last_payout_id', sa.Uuid(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('pool', 'number', name='uq_settlements_pool_number')
